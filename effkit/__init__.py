@@ -1,0 +1,60 @@
+"""effkit: composable efficiency transforms for transformer encoders.
+
+The Python API mirrors the recipe format::
+
+    from effkit import load_model, stack, fit
+    model = load_model("builtin:minilm-l6", task="sequence-classification", num_labels=5)
+    model = stack(model, [KeepLayers(layers=[0, 2, 4])])
+    result = run("recipes/quickstart.yaml")         # or run(Recipe(...)) from Python
+    result.metrics["test"]["accuracy"], model.predict(["some text"])
+"""
+
+from effkit.errors import (
+    DataError,
+    EffkitError,
+    ModelError,
+    PluginError,
+    RecipeError,
+    RunError,
+)
+from effkit.models import EffkitModel, ModelConfig, Task, load, load_model, save
+from effkit.objectives import Objective
+from effkit.registry import register
+from effkit.transform import StageContext, Transform
+
+__all__ = [
+    "DataError",
+    "EffkitError",
+    "EffkitModel",
+    "ModelConfig",
+    "ModelError",
+    "Objective",
+    "PluginError",
+    "RecipeError",
+    "RunError",
+    "StageContext",
+    "Task",
+    "Transform",
+    "fit",
+    "load",
+    "load_model",
+    "load_recipe",
+    "predict",
+    "register",
+    "run",
+    "save",
+    "stack",
+]
+
+
+def __getattr__(name: str) -> object:
+    # The recipe runner pulls in accelerate and datasets; import it on first use only.
+    if name in ("run", "fit", "stack", "predict"):
+        from effkit import runner
+
+        return getattr(runner, name)
+    if name == "load_recipe":
+        from effkit.recipe import load_recipe
+
+        return load_recipe
+    raise AttributeError(f"module 'effkit' has no attribute {name!r}")

@@ -1,0 +1,306 @@
+"""The ``effkit`` command line: apply, validate, schema, plugins, bench, eval, predict."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from effkit.errors import EffkitError
+
+app = typer.Typer(
+    name="effkit",
+    help="Composable efficiency transforms for transformer encoders.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+out = Console()
+_state = {"debug": False}
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a recipe field: stages.finetune.train.steps=300."),
+]
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option(help="Show tracebacks of errors.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
+) -> None:
+    _state["debug"] = debug
+    _setup_logging(logging.WARNING if quiet else logging.INFO)
+
+
+def _setup_logging(level: int) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=level,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
+        force=True,
+    )
+    for noisy in ("httpx", "urllib3", "filelock", "datasets", "accelerate", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        pass
+
+
+def _metrics_table(metrics: dict[str, dict[str, float]], title: str) -> Table:
+    names: list[str] = []
+    for scores in metrics.values():
+        names += [k for k in scores if k not in names and "/" not in k]
+    table = Table(title=title)
+    table.add_column("split")
+    for name in names:
+        table.add_column(name, justify="right")
+    for split, scores in metrics.items():
+        table.add_row(split, *(f"{scores[n]:.4f}" if n in scores else "" for n in names))
+    return table
+
+
+def _bench_table(bench: dict[str, Any]) -> Table:
+    table = Table(title="Throughput")
+    for col in ("model", "samples/s", "ms/batch", "vs baseline"):
+        table.add_column(col, justify="right" if col != "model" else "left")
+    for name, timing in bench["timings"].items():
+        ratio = bench.get("ratios", {}).get(name)
+        table.add_row(
+            name,
+            f"{timing['samples_per_s']:.1f}",
+            f"{timing['latency_ms']:.1f}",
+            "" if ratio is None else f"{ratio:.3f}x",
+        )
+    return table
+
+
+@app.command()
+def apply(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
+    set_: SetOption = None,
+    run_dir: Annotated[
+        Path | None, typer.Option(help="Run folder (default runs/RECIPE-NAME).")
+    ] = None,
+    no_cache: Annotated[bool, typer.Option(help="Do not reuse stages from the cache.")] = False,
+    no_bench: Annotated[bool, typer.Option(help="Skip the benchmark.")] = False,
+) -> None:
+    """Run a recipe: stages, evaluation, benchmark, report. Re-running resumes."""
+    from effkit.recipe import load_recipe
+    from effkit.runner import Runner
+
+    spec = load_recipe(recipe, set_ or [])
+    result = Runner(spec, run_dir, cache=not no_cache, benchmark=not no_bench).run()
+    if result.metrics:
+        out.print(_metrics_table(result.metrics, f"{spec.name}: task metrics"))
+    if result.bench:
+        out.print(_bench_table(result.bench))
+    out.print(f"report: {result.report}")
+
+
+@app.command()
+def validate(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
+    set_: SetOption = None,
+) -> None:
+    """Check a recipe without running it."""
+    from effkit.recipe import load_recipe
+
+    spec = load_recipe(recipe, set_ or [])
+    steps = sum(s.train.steps for s in spec.stages)
+    out.print(f"{recipe}: valid ({len(spec.stages)} stage(s), {steps} training steps)")
+
+
+@app.command()
+def schema(
+    output: Annotated[Path | None, typer.Option(help="Write to this file.")] = None,
+) -> None:
+    """Print the JSON schema of recipes (for editors), installed plugins included."""
+    from effkit.recipe import json_schema
+    from effkit.storage import write_text
+
+    text = json.dumps(json_schema(), indent=2)
+    if output is None:
+        out.print_json(text) if sys.stdout.isatty() else print(text)
+    else:
+        write_text(output, text + "\n")
+
+
+@app.command()
+def plugins() -> None:
+    """List installed transforms and objectives with their config fields."""
+    from effkit import registry
+
+    for group in registry.GROUPS:
+        table = Table(title=group, show_lines=True)
+        table.add_column("name")
+        table.add_column("summary / origin")
+        table.add_column("fields")
+        for row in registry.describe(group):
+            fields = "\n".join(
+                f"{f['name']}: {f['type']}" + ("" if f["required"] else f" = {f['default']!r}")
+                for f in row["fields"]
+            )
+            table.add_row(row["name"], f"{row['summary']}\n[dim]{row['origin']}[/dim]", fields)
+        out.print(table)
+
+
+@app.command()
+def bench(
+    model_dir: Annotated[Path, typer.Argument(help="Saved effkit model folder.")],
+    baseline: Annotated[Path | None, typer.Option(help="Model folder to compare with.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Inputs per batch.")] = 128,
+    seq_len: Annotated[int, typer.Option(help="Tokens per input.")] = 128,
+    warmup: Annotated[int | None, typer.Option(help="Warm-up batches per model.")] = None,
+    trials: Annotated[int | None, typer.Option(help="Timed trials.")] = None,
+    batches: Annotated[int | None, typer.Option(help="Batches per trial.")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch threads.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
+    memory: Annotated[bool, typer.Option(help="Peak memory per model (subprocess).")] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write figures here.")] = None,
+) -> None:
+    """Measure a model's throughput (and a baseline's, interleaved in the same process)."""
+    from effkit.bench import BenchConfig, benchmark, peak_memory_mb, resolve_device
+    from effkit.models import load
+    from effkit.storage import write_json
+
+    cfg = BenchConfig(
+        batch_size=batch_size, seq_len=seq_len, warmup=warmup, trials=trials, batches=batches,
+        threads=threads, device=device, memory=memory,
+    )  # fmt: skip
+    dev = resolve_device(device)
+    folders = {"model": model_dir}
+    if baseline is not None:
+        folders["baseline"] = baseline
+    models = {name: load(path, device=dev) for name, path in folders.items()}
+    result = benchmark(
+        models,
+        cfg,
+        vocab_size=models["model"].vocab_size,
+        baseline="baseline" if baseline is not None else None,
+        type_vocab_size=models["model"].type_vocab_size,
+    )
+    if memory:
+        for name, path in folders.items():
+            result.timings[name].peak_memory_mb = peak_memory_mb(
+                path, batch_size=batch_size, seq_len=seq_len, device=str(dev)
+            )
+    data = result.to_dict()
+    data["num_parameters"] = {n: m.num_parameters() for n, m in models.items()}
+    out.print(_bench_table(data))
+    if json_out is not None:
+        write_json(json_out, data)
+
+
+@app.command(name="eval")
+def eval_(
+    model_dir: Annotated[Path, typer.Argument(help="Saved effkit model folder.")],
+    data: Annotated[str, typer.Option(help="Data source (as in a recipe's data.source).")],
+    split: Annotated[list[str] | None, typer.Option(help="Split(s) to score.")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Data option: text_column=sentence, max_length=256..."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Inputs per batch.")] = 64,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics here.")] = None,
+) -> None:
+    """Score a saved model on labelled data."""
+    import yaml
+
+    from effkit.data import DataConfig, load_task_data
+    from effkit.errors import RecipeError
+    from effkit.inference import evaluate_examples
+    from effkit.models import load
+    from effkit.storage import write_json
+
+    model = load(model_dir)
+    fields: dict[str, Any] = {"source": data, "max_length": model.max_length}
+    for item in set_ or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise RecipeError(f"--set '{item}' is not FIELD=VALUE")
+        fields[key.strip()] = yaml.safe_load(value)
+    try:
+        cfg = DataConfig.model_validate(fields)
+    except Exception as exc:
+        raise RecipeError(f"data options: {exc}") from None
+    task_data = load_task_data(cfg, model.task.type, model.task.labels)
+    metrics = {
+        s: evaluate_examples(model, task_data.splits[s], batch_size=batch_size, progress=s)
+        for s in (split or ["test"])
+    }
+    out.print(_metrics_table(metrics, f"{model_dir}"))
+    if json_out is not None:
+        write_json(json_out, metrics)
+
+
+@app.command()
+def predict(
+    model_dir: Annotated[Path, typer.Argument(help="Saved effkit model folder.")],
+    input: Annotated[
+        str, typer.Option("--input", "-i", help="Text file, one input per line; - for stdin.")
+    ] = "-",
+    batch_size: Annotated[int, typer.Option(help="Inputs per batch.")] = 32,
+) -> None:
+    """Predict raw text, one input per line; writes one JSON line per input, in order."""
+    from effkit.errors import DataError
+    from effkit.models import load
+
+    model = load(model_dir)
+    if input == "-":
+        lines = sys.stdin.read().splitlines()
+    else:
+        path = Path(input)
+        if not path.is_file():
+            raise DataError(f"input file '{path}' does not exist")
+        lines = path.read_text(encoding="utf-8").splitlines()
+    texts = [line for line in lines if line.strip()]
+    if not texts:
+        raise DataError("no input text (one input per non-empty line)")
+    for text, result in zip(texts, model.predict(texts, batch_size=batch_size), strict=True):
+        sys.stdout.write(json.dumps({"text": text, **result}, ensure_ascii=False) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app; user errors print one message and exit 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except EffkitError as exc:
+        if _state["debug"]:
+            raise
+        console.print(f"[bold red]{exc.kind}:[/bold red] {exc.render()}", highlight=False,
+                      soft_wrap=True)  # fmt: skip
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("interrupted: run the same command again to resume where it stopped")
+        sys.exit(130)
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(2)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""Batched inference: logits for encoded inputs, metrics for a split, predictions for raw text."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from tqdm.auto import tqdm
+
+from effkit import evaluate
+
+if TYPE_CHECKING:
+    from effkit.models import EffkitModel
+
+
+def _model_inputs(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    keys = ("input_ids", "attention_mask", "token_type_ids")
+    return {k: batch[k].to(device) for k in keys if k in batch}
+
+
+def batched_logits(
+    model: EffkitModel,
+    features: list[dict[str, list[int]]],
+    *,
+    batch_size: int = 64,
+    progress: bool | str = False,
+) -> list[torch.Tensor]:
+    """Logits of every feature, in order, on the CPU: ``[C]`` per sequence, ``[L, C]`` per token.
+
+    Inputs are sorted by length so that padding is small, and put back in order afterwards.
+    """
+    from effkit.data import Collator
+
+    if not features:
+        return []
+    pad_id = model.tokenizer.pad_token_id if model.tokenizer is not None else 0
+    collate = Collator(pad_token_id=pad_id or 0)
+    order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
+    device = model.device
+    out: list[torch.Tensor | None] = [None] * len(features)
+    was_training = model.training
+    model.eval()
+    desc = progress if isinstance(progress, str) else "predict"
+    starts = range(0, len(order), batch_size)
+    with torch.inference_mode():
+        for start in tqdm(starts, desc=desc, disable=not progress, leave=False, unit="batch"):
+            idx = order[start : start + batch_size]
+            batch = collate([features[i] for i in idx])
+            logits = model(**_model_inputs(batch, device)).logits.float().cpu()
+            for row, i in enumerate(idx):
+                length = len(features[i]["input_ids"])
+                out[i] = logits[row, :length] if logits.dim() == 3 else logits[row]
+    model.train(was_training)
+    return [t for t in out if t is not None]
+
+
+def score(
+    model: EffkitModel, features: list[dict[str, list[int]]], logits: list[torch.Tensor]
+) -> dict[str, float]:
+    """Task metrics of ``logits`` against the labels stored in ``features``."""
+    labels = model.task.labels or []
+    if model.task.type == "token-classification":
+        pred_tags, gold_tags = [], []
+        for feat, lg in zip(features, logits, strict=True):
+            gold = torch.tensor(feat["labels"])
+            keep = gold != -100
+            pred_ids = lg.argmax(-1)[keep].tolist()
+            pred_tags.append([labels[i] for i in pred_ids])
+            gold_tags.append([labels[i] for i in gold[keep].tolist()])
+        return evaluate.token_metrics(pred_tags, gold_tags)
+    preds = [int(lg.argmax(-1)) for lg in logits]
+    gold_ids = [int(feat["labels"]) for feat in features]  # type: ignore[call-overload]
+    return evaluate.classification_metrics(preds, gold_ids, num_labels=len(labels))
+
+
+def evaluate_examples(
+    model: EffkitModel,
+    examples: list[dict[str, Any]],
+    *,
+    batch_size: int = 64,
+    progress: bool | str = False,
+) -> dict[str, float]:
+    """Encode labelled examples, run the model, return the task's metrics."""
+    from effkit.data import encode
+
+    features = encode(examples, model.tokenizer, model.task.type, model.max_length)
+    logits = batched_logits(model, features, batch_size=batch_size, progress=progress)
+    return score(model, features, logits)
+
+
+def predict_texts(
+    model: EffkitModel,
+    texts: list[str],
+    *,
+    pairs: list[str] | None = None,
+    batch_size: int = 32,
+    progress: bool | str = False,
+) -> list[dict[str, Any]]:
+    """One prediction per text, in input order.
+
+    Sequence tasks give ``{"label", "score", "scores"}``; token tasks split the text on
+    whitespace and give ``{"tokens", "tags"}`` with one tag per word (words past the model's
+    length limit get ``"O"``).
+    """
+    from effkit.data import encode_texts
+
+    labels = model.task.labels or []
+    features = encode_texts(texts, model.tokenizer, model.task.type, model.max_length, pairs=pairs)
+    logits = batched_logits(model, features, batch_size=batch_size, progress=progress)
+    results: list[dict[str, Any]] = []
+    for text, feat, lg in zip(texts, features, logits, strict=True):
+        if model.task.type == "token-classification":
+            words = text.split()
+            tags = ["O"] * len(words)
+            for pos, word in enumerate(feat["word_ids"]):
+                if word >= 0:
+                    tags[word] = labels[int(lg[pos].argmax())]
+            results.append({"tokens": words, "tags": tags})
+        else:
+            probs = lg.softmax(-1)
+            best = int(probs.argmax())
+            results.append(
+                {
+                    "label": labels[best],
+                    "score": round(float(probs[best]), 6),
+                    "scores": {
+                        name: round(float(p), 6) for name, p in zip(labels, probs, strict=True)
+                    },
+                }
+            )
+    return results

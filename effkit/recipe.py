@@ -1,0 +1,426 @@
+"""Recipes: the YAML schema, loading with ``--set`` overrides, and errors that point at lines.
+
+A recipe names a model, a task, its data and a list of stages. Each stage applies transforms
+and trains with one objective. Everything is validated before anything runs, and an error
+names the file and line (or the ``--set`` that caused it), the field path, and what would be
+right, so that a wrong recipe costs one second rather than an hour.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from effkit import registry
+from effkit.bench import BenchConfig
+from effkit.data import DataConfig
+from effkit.errors import PluginError, RecipeError, did_you_mean
+from effkit.models import ModelConfig, Task
+from effkit.objectives import Objective
+from effkit.train import TrainConfig
+from effkit.transform import Transform
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+Loc = tuple[str | int, ...]
+
+
+class PluginSpecError(ValueError):
+    """A transform or objective spec that does not validate; ``loc`` is relative to the stage."""
+
+    def __init__(self, message: str, loc: Loc, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.loc = loc
+        self.hint = hint
+
+
+def _build_plugin(group: str, spec: Any, loc: Loc) -> Any:
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise PluginSpecError(
+            "expected a mapping with a 'name' key, e.g. {name: keep-layers, layers: [0, 1]}", loc
+        )
+    fields = dict(spec)
+    name = str(fields.pop("name"))
+    try:
+        cls = registry.get(group, name)
+    except PluginError as exc:
+        raise PluginSpecError(exc.message, (*loc, "name"), exc.hint) from exc
+    try:
+        return cls.model_validate(fields)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        hint = None
+        if err["type"] == "extra_forbidden":
+            hint = did_you_mean(str(err["loc"][-1]), list(cls.model_fields))
+        raise PluginSpecError(f"{name}: {err['msg']}", (*loc, *err["loc"]), hint) from exc
+
+
+class EvalConfig(BaseModel):
+    """Final evaluation of the recipe's last model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Evaluate the final model.")
+    splits: list[Literal["validation", "test"]] = Field(
+        ["validation", "test"], description="Splits to score (model selection uses validation)."
+    )
+    batch_size: int = Field(64, ge=1, description="Inputs per inference batch.")
+
+
+class StageConfig(BaseModel):
+    """One stage: transforms applied to the incoming model, then training with one objective."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Unique stage name; addressed by --set stages.NAME....")
+    transforms: list[dict[str, Any]] = Field(
+        default_factory=list, description="Transforms, each {name: PLUGIN, field: value, ...}."
+    )
+    objective: str | dict[str, Any] = Field(
+        "task", description="Training objective: a name or {name: PLUGIN, field: value}."
+    )
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Optimisation schedule.")
+
+    _transforms: list[Transform] = PrivateAttr(default_factory=list)
+    _objective: Objective | None = PrivateAttr(None)
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not NAME.match(value):
+            raise ValueError("use letters, digits, '-', '_' and '.' (it names a folder)")
+        return value
+
+    @model_validator(mode="after")
+    def _resolve_plugins(self) -> StageConfig:
+        self._transforms = [
+            _build_plugin(registry.TRANSFORMS, spec, ("transforms", i))
+            for i, spec in enumerate(self.transforms)
+        ]
+        self._objective = _build_plugin(registry.OBJECTIVES, self.objective, ("objective",))
+        return self
+
+    def build_transforms(self) -> list[Transform]:
+        """Fresh transform objects for one run of this stage."""
+        return [t.model_copy(deep=True) for t in self._transforms]
+
+    def build_objective(self) -> Objective:
+        """A fresh objective object for one run of this stage."""
+        assert self._objective is not None
+        return self._objective.model_copy(deep=True)
+
+
+class Recipe(BaseModel):
+    """A whole recipe: model, task, data, stages, evaluation and benchmark."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Recipe name; the default run folder is runs/NAME.")
+    description: str = Field("", description="Free text shown in the report.")
+    seed: int = Field(0, description="Seed for data order, initialisation and dropout.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="Starting model.")
+    task: Task = Field(default_factory=Task, description="Task type and labels.")
+    data: DataConfig | None = Field(None, description="The task's data.")
+    stages: list[StageConfig] = Field(default_factory=list, description="Stages, run in order.")
+    evaluate: EvalConfig = Field(default_factory=EvalConfig, description="Final evaluation.")
+    benchmark: BenchConfig = Field(
+        default_factory=BenchConfig, description="Throughput of the final model vs a baseline."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not NAME.match(value):
+            raise ValueError("use letters, digits, '-', '_' and '.' (it names a folder)")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Recipe:
+        seen: set[str] = set()
+        for stage in self.stages:
+            if stage.name in seen:
+                raise ValueError(f"two stages are named '{stage.name}'; stage names are unique")
+            seen.add(stage.name)
+        if self.data is None and (self.stages or self.evaluate.enabled):
+            raise ValueError("a recipe that trains or evaluates needs a 'data' section")
+        return self
+
+    def stage(self, name: str) -> StageConfig:
+        """The stage called ``name``."""
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise RecipeError(
+            f"no stage named '{name}'", hint=did_you_mean(name, [s.name for s in self.stages])
+        )
+
+    def to_yaml(self) -> str:
+        """The resolved recipe as YAML, defaults included."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+# --------------------------------------------------------------------------- YAML positions
+
+
+def _line_map(text: str) -> dict[Loc, int]:
+    """Map each path in a YAML document to its 1-based line."""
+    lines: dict[Loc, int] = {}
+
+    def walk(node: yaml.Node, loc: Loc) -> None:
+        lines[loc] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                k = str(key.value)
+                lines[(*loc, k)] = key.start_mark.line + 1
+                walk(value, (*loc, k))
+                lines[(*loc, k)] = key.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, (*loc, i))
+
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _format_loc(loc: Loc, data: Any) -> str:
+    """``stages[finetune].train.steps`` from a numeric pydantic location."""
+    parts: list[str] = []
+    node = data
+    for item in loc:
+        if isinstance(item, int):
+            label: str | int = item
+            if isinstance(node, list) and item < len(node):
+                entry = node[item]
+                if isinstance(entry, dict) and "name" in entry:
+                    label = str(entry["name"])
+                node = entry
+            else:
+                node = None
+            parts.append(f"[{label}]")
+        else:
+            node = node.get(item) if isinstance(node, dict) else None
+            parts.append(("." if parts else "") + item)
+    return "".join(parts) or "(top level)"
+
+
+def _fields_at(loc: Loc) -> list[str]:
+    """Field names of the recipe model that owns ``loc``'s last element."""
+    model: Any = Recipe
+    for item in loc[:-1]:
+        if isinstance(item, int):
+            continue
+        fields = getattr(model, "model_fields", {})
+        if item not in fields:
+            return []
+        annotation = fields[item].annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        for arg in list(candidates):
+            candidates.extend(getattr(arg, "__args__", ()))
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)),
+                     None)  # fmt: skip
+        if model is None:
+            return []
+    return list(getattr(model, "model_fields", {}))
+
+
+# --------------------------------------------------------------------------- overrides
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise RecipeError(
+            f"--set '{item}' is not PATH=VALUE", hint="e.g. stages.finetune.train.steps=300"
+        )
+    path, raw = item.split("=", 1)
+    parts = [p for p in path.strip().split(".") if p]
+    if not parts:
+        raise RecipeError(f"--set '{item}' has an empty path")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"--set '{item}': the value is not valid YAML ({exc})") from exc
+    return parts, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[Loc, str]:
+    """Apply ``PATH=VALUE`` overrides in place; list items are addressed by name or index.
+
+    Returns the numeric location each override set, so errors can name the ``--set``.
+    """
+    origins: dict[Loc, str] = {}
+    for item in overrides:
+        parts, value = _parse_override(item)
+        node: Any = data
+        loc: list[str | int] = []
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            if isinstance(node, list):
+                names = [e.get("name") for e in node if isinstance(e, dict)]
+                if part in names:
+                    index = names.index(part)
+                elif part.lstrip("-").isdigit() and -len(node) <= int(part) < len(node):
+                    index = int(part) % len(node)
+                else:
+                    where = ".".join(parts[:depth]) or "(top level)"
+                    raise RecipeError(
+                        f"--set {item}: '{where}' has no item named '{part}'",
+                        hint=did_you_mean(part, [str(n) for n in names if n is not None]),
+                    )
+                loc.append(index)
+                if last:
+                    node[index] = value
+                else:
+                    node = node[index]
+            elif isinstance(node, dict):
+                loc.append(part)
+                if last:
+                    node[part] = value
+                else:
+                    if node.get(part) is None:
+                        node[part] = {}
+                    node = node[part]
+            else:
+                where = ".".join(parts[:depth])
+                raise RecipeError(f"--set {item}: '{where}' is a value, not a section")
+        origins[tuple(loc)] = f"--set {item}"
+    return origins
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _where(source: str, lines: dict[Loc, int], origins: dict[Loc, str], loc: Loc) -> str:
+    for cut in range(len(loc), -1, -1):
+        if loc[:cut] in origins:
+            return origins[loc[:cut]]
+    for cut in range(len(loc), -1, -1):
+        if loc[:cut] in lines:
+            return f"{source}:{lines[loc[:cut]]}"
+    return source
+
+
+def _validation_error(
+    exc: ValidationError, data: Any, source: str, lines: dict[Loc, int], origins: dict[Loc, str]
+) -> RecipeError:
+    messages = []
+    first_where = None
+    for err in exc.errors():
+        loc: Loc = tuple(err["loc"])
+        hint = None
+        msg = err["msg"]
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, PluginSpecError):
+            loc = (*loc, *cause.loc)
+            msg, hint = str(cause), cause.hint
+        elif err["type"] == "extra_forbidden":
+            msg = f"unknown field '{loc[-1]}'"
+            hint = did_you_mean(str(loc[-1]), _fields_at(loc))
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        # union branches add type names to the location; drop what the YAML does not have
+        while len(loc) > 1 and isinstance(loc[-1], str) and not _exists(data, loc):
+            if err["type"] == "extra_forbidden" and _exists(data, loc[:-1]):
+                break
+            loc = loc[:-1]
+        where = _where(source, lines, origins, loc)
+        first_where = first_where or where
+        line = f"{where}: {_format_loc(loc, data)}: {msg}"
+        messages.append(line + (f" ({hint})" if hint else ""))
+    if len(messages) == 1:
+        return RecipeError(messages[0])
+    return RecipeError(f"{len(messages)} problems:\n  " + "\n  ".join(messages))
+
+
+def _exists(data: Any, loc: Loc) -> bool:
+    node = data
+    for item in loc:
+        in_list = isinstance(item, int) and isinstance(node, list) and item < len(node)
+        in_dict = isinstance(item, str) and isinstance(node, dict) and item in node
+        if in_list or in_dict:
+            node = node[item]
+        else:
+            return False
+    return True
+
+
+def parse_recipe(
+    text: str, *, source: str = "<recipe>", overrides: list[str] | None = None
+) -> Recipe:
+    """Validate recipe YAML text with overrides; a :class:`RecipeError` says what and where."""
+    try:
+        data = yaml.safe_load(text)
+        lines = _line_map(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise RecipeError(f"malformed YAML: {problem}", where=where) from exc
+    if data is None:
+        raise RecipeError("the recipe is empty", where=source)
+    if not isinstance(data, dict):
+        raise RecipeError("a recipe is a mapping of sections (name, model, data, stages...)",
+                          where=f"{source}:1")  # fmt: skip
+    origins = apply_overrides(data, overrides or [])
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise _validation_error(exc, data, source, lines, origins) from None
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read, override and validate a recipe file."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe file '{path}' does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"cannot read recipe '{path}': {exc}") from exc
+    return parse_recipe(text, source=str(path), overrides=overrides)
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON schema of recipes, with every installed transform's and objective's fields."""
+    schema = Recipe.model_json_schema()
+    defs = schema.setdefault("$defs", {})
+
+    def plugin_union(group: str) -> list[dict[str, Any]]:
+        options = []
+        for name in registry.names(group):
+            try:
+                cls = registry.get(group, name)
+            except PluginError:
+                continue
+            sub = cls.model_json_schema()
+            defs.update(sub.pop("$defs", {}))
+            sub.setdefault("properties", {})
+            sub["properties"] = {"name": {"const": name}, **sub["properties"]}
+            sub["required"] = ["name", *sub.get("required", [])]
+            sub["title"] = name
+            options.append(sub)
+        return options
+
+    stage = defs["StageConfig"]["properties"]
+    stage["transforms"]["items"] = {"oneOf": plugin_union(registry.TRANSFORMS)}
+    objectives = plugin_union(registry.OBJECTIVES)
+    stage["objective"] = {
+        "description": stage["objective"].get("description", ""),
+        "default": "task",
+        "anyOf": [{"enum": registry.names(registry.OBJECTIVES)}, *objectives],
+    }
+    return schema

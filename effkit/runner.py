@@ -1,0 +1,477 @@
+"""Running recipes: stages into a run folder, with a manifest, resume and a stage cache.
+
+A run folder holds the resolved recipe (``recipe.yaml``), a manifest of completed stages with
+the hash of everything each depended on (``manifest.json``), each stage's model and record
+(``stages/NAME/``), the final metrics (``metrics.json``), the benchmark (``bench.json``) and
+``report.md``. Every file is written atomically.
+
+Re-running the same recipe resumes: a stage whose key (the hash of the model source, task, data,
+seed, every earlier stage and its own configuration) is already complete is not run again, and
+a stage that was interrupted continues from its last checkpoint. Completed stages are also kept
+in a cache shared by all runs (``$EFFKIT_CACHE``, default ``~/.cache/effkit``), so that a sweep
+over the last stage's settings trains the earlier stages once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from effkit import registry
+from effkit.data import TaskData, load_task_data
+from effkit.errors import DataError, RunError
+from effkit.evaluate import primary_metric
+from effkit.inference import evaluate_examples
+from effkit.models import EffkitModel, is_effkit_dir, load, load_model, save
+from effkit.objectives import Objective
+from effkit.recipe import Recipe, StageConfig, load_recipe
+from effkit.storage import copy_tree, read_json, stable_hash, write_json, write_text
+from effkit.train import TrainConfig, TrainResult, accelerator_for, set_seed, train_stage
+from effkit.transform import StageContext, Transform
+
+log = logging.getLogger(__name__)
+
+MANIFEST_VERSION = 1
+
+
+def cache_root() -> Path:
+    """The stage cache shared by all runs on this machine."""
+    return Path(os.environ.get("EFFKIT_CACHE", Path.home() / ".cache" / "effkit"))
+
+
+def _version() -> str:
+    from effkit.models import _version as effkit_version
+
+    return effkit_version()
+
+
+@dataclass
+class RunResult:
+    """What a recipe run produced; ``run_dir`` holds it all on disk."""
+
+    run_dir: Path
+    recipe: Recipe
+    model: EffkitModel
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    bench: dict[str, Any] | None = None
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def report(self) -> Path:
+        return self.run_dir / "report.md"
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def _validator(data: TaskData, batch_size: int) -> Any:
+    def validate(model: EffkitModel) -> dict[str, float]:
+        return evaluate_examples(model, data.splits["validation"], batch_size=batch_size)
+
+    return validate
+
+
+def fit(
+    model: EffkitModel,
+    *,
+    data: TaskData | None = None,
+    transforms: list[Transform] | None = None,
+    objective: Objective | str = "task",
+    train: TrainConfig | None = None,
+    stage: str = "fit",
+    seed: int = 0,
+    work_dir: Path | None = None,
+    resolve_model: Any = None,
+    key: str = "",
+    progress: bool = True,
+) -> tuple[EffkitModel, dict[str, Any]]:
+    """One stage in code: apply ``transforms``, train with ``objective``, finalize.
+
+    Returns the final model and a record (training history, what each transform did,
+    validation metrics when the objective trains on the task). With a ``work_dir`` the stage
+    checkpoints there and resumes from a checkpoint made under the same ``key``.
+    """
+    cfg = train or TrainConfig()
+    if isinstance(objective, str):
+        objective = registry.get(registry.OBJECTIVES, objective)()
+    assert isinstance(objective, Objective)
+    transforms = list(transforms or [])
+    ctx = StageContext(
+        stage=stage,
+        tokenizer=model.tokenizer,
+        data=data,
+        seed=cfg.seed if cfg.seed is not None else seed,
+        max_length=model.max_length,
+        work_dir=work_dir,
+        resolve_model=resolve_model,
+    )
+    set_seed(ctx.seed)
+    for transform in transforms:
+        model = transform.apply(model, ctx)
+    model = objective.prepare(model, ctx)
+    has_validation = data is not None and bool(data.splits.get("validation"))
+    validate = None
+    if objective.selects_on_validation and has_validation and cfg.eval_every:
+        assert data is not None
+        validate = _validator(data, 64)
+    result: TrainResult = train_stage(
+        model,
+        objective,
+        transforms,
+        ctx,
+        cfg,
+        checkpoint_dir=work_dir / "checkpoints" if work_dir is not None else None,
+        checkpoint_key=key,
+        validate=validate,
+        metric=primary_metric(model.task.type),
+        progress=progress,
+    )
+    model = objective.cleanup(model, ctx)
+    for transform in transforms:
+        model = transform.finalize(model, ctx)
+        model.transforms.append(transform)
+    record: dict[str, Any] = {
+        "train": result.to_dict(),
+        "transforms": [{"name": t.registered_name(), **t.describe()} for t in transforms],
+        "objective": objective.name,
+    }
+    if result.best_metrics is not None:
+        record["validation"] = result.best_metrics  # the kept weights' scores
+    elif objective.selects_on_validation and has_validation and cfg.steps:
+        assert data is not None
+        record["validation"] = evaluate_examples(
+            model, data.splits["validation"], progress=f"{stage}: validation" if progress else False
+        )
+    model.eval()
+    return model, record
+
+
+def stack(model: EffkitModel, transforms: list[Transform], *, finalize: bool = True) -> EffkitModel:
+    """Apply transforms to a model in code, without training (and finalize them)."""
+    ctx = StageContext(stage="api", tokenizer=model.tokenizer, max_length=model.max_length)
+    for transform in transforms:
+        model = transform.apply(model, ctx)
+        if finalize:
+            model = transform.finalize(model, ctx)
+            model.transforms.append(transform)
+    return model
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class Runner:
+    """Runs one recipe into one run folder."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        run_dir: str | Path | None = None,
+        *,
+        progress: bool = True,
+        cache: bool = True,
+        benchmark: bool = True,
+    ) -> None:
+        self.recipe = recipe
+        self.run_dir = Path(run_dir) if run_dir is not None else Path("runs") / recipe.name
+        self.progress = progress
+        self.use_cache = cache
+        self.do_benchmark = benchmark
+        self.accelerator = accelerator_for("auto")
+        self.main = self.accelerator.is_main_process
+        self.data: TaskData | None = None
+        self.keys: dict[str, str] = {}
+        self.manifest: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ folder and keys
+
+    def _check_folder(self) -> None:
+        path = self.run_dir / "manifest.json"
+        if not path.exists():
+            if self.run_dir.exists() and any(self.run_dir.iterdir()):
+                raise RunError(
+                    f"run folder '{self.run_dir}' is not empty and holds no effkit manifest",
+                    hint="choose another --run-dir",
+                )
+            return
+        manifest = read_json(path)
+        if manifest.get("recipe") != self.recipe.name:
+            raise RunError(
+                f"run folder '{self.run_dir}' belongs to recipe '{manifest.get('recipe')}', "
+                f"not '{self.recipe.name}'",
+                hint="choose another --run-dir, or delete that folder",
+            )
+        self.manifest = manifest
+
+    def _stage_keys(self) -> dict[str, str]:
+        assert self.data is not None or not self.recipe.stages
+        previous = stable_hash(
+            {
+                "effkit": _version(),
+                "model": self.recipe.model.model_dump(mode="json"),
+                "task": self.recipe.task.model_dump(mode="json"),
+                "data": self.recipe.data.model_dump(mode="json") if self.recipe.data else None,
+                "data_fingerprint": self.data.fingerprint() if self.data else None,
+                "seed": self.recipe.seed,
+            }
+        )
+        keys = {"initial": previous}
+        for stage in self.recipe.stages:
+            previous = stable_hash({"previous": previous, "stage": stage.model_dump(mode="json")})
+            keys[stage.name] = previous
+        return keys
+
+    def stage_dir(self, name: str) -> Path:
+        return self.run_dir / "stages" / name
+
+    def _cached(self, key: str) -> Path:
+        return cache_root() / "stages" / key
+
+    def _completed(self, stage: StageConfig) -> bool:
+        entry = self.manifest.get("stages", {}).get(stage.name)
+        model_dir = self.stage_dir(stage.name) / "model"
+        if entry and entry.get("key") == self.keys[stage.name] and is_effkit_dir(model_dir):
+            return True
+        cached = self._cached(self.keys[stage.name])
+        if self.use_cache and is_effkit_dir(cached / "model") and (cached / "stage.json").exists():
+            if self.main:
+                shutil.rmtree(self.stage_dir(stage.name), ignore_errors=True)
+                copy_tree(cached, self.stage_dir(stage.name))
+                record = read_json(self.stage_dir(stage.name) / "stage.json")
+                self._record_stage(stage, record, cached=True)
+            self.accelerator.wait_for_everyone()
+            return True
+        return False
+
+    def _record_stage(self, stage: StageConfig, record: dict[str, Any], cached: bool) -> None:
+        self.manifest.setdefault("stages", {})[stage.name] = {
+            "key": self.keys[stage.name],
+            "completed": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "from_cache": cached,
+            "seconds": record.get("train", {}).get("seconds"),
+        }
+        self._write_manifest()
+
+    def _write_manifest(self) -> None:
+        if not self.main:
+            return
+        self.manifest.update(
+            {
+                "format_version": MANIFEST_VERSION,
+                "recipe": self.recipe.name,
+                "effkit_version": _version(),
+                "stage_order": [s.name for s in self.recipe.stages],
+            }
+        )
+        write_json(self.run_dir / "manifest.json", self.manifest)
+
+    def resolve_model(self, ref: str) -> EffkitModel:
+        """An earlier stage's model by name, or a model folder (for teachers)."""
+        names = [s.name for s in self.recipe.stages]
+        if ref in names:
+            path = self.stage_dir(ref) / "model"
+            if not is_effkit_dir(path):
+                raise RunError(f"stage '{ref}' has not run yet, so it cannot be used here")
+            return load(path)
+        if ref == "initial":
+            return self.initial_model()
+        if Path(ref).is_dir():
+            return load(ref) if is_effkit_dir(ref) else self.initial_model(ref)
+        raise RunError(f"'{ref}' is neither a stage of this recipe nor a model folder")
+
+    def initial_model(self, source: Any = None) -> EffkitModel:
+        """The recipe's starting model (seeded, so its fresh head is the same every run)."""
+        set_seed(self.recipe.seed)
+        cfg = (
+            self.recipe.model
+            if source is None
+            else self.recipe.model.model_copy(update={"source": str(source)})
+        )
+        labels = self.data.labels if self.data is not None else self.recipe.task.labels
+        model = load_model(cfg, task=self.recipe.task.type, labels=labels)
+        if self.recipe.data is not None:
+            model.max_length = self.recipe.data.max_length
+        return model
+
+    # ------------------------------------------------------------------ the run
+
+    def run(self) -> RunResult:
+        recipe = self.recipe
+        self._check_folder()
+        if recipe.data is not None:
+            self.data = load_task_data(recipe.data, recipe.task.type, recipe.task.labels)
+        self.keys = self._stage_keys()
+        if self.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_text(self.run_dir / "recipe.yaml", recipe.to_yaml())
+            self._write_manifest()
+        self.accelerator.wait_for_everyone()
+
+        # resume after the last stage whose output is already there
+        done = 0
+        for index, stage in enumerate(recipe.stages):
+            if self._completed(stage):
+                done = index + 1
+        model = (
+            load(self.stage_dir(recipe.stages[done - 1].name) / "model")
+            if done
+            else self.initial_model()
+        )
+        if done:
+            log.info("reusing %d completed stage(s): %s", done,
+                     ", ".join(s.name for s in recipe.stages[:done]))  # fmt: skip
+        for stage in recipe.stages[done:]:
+            model = self._run_stage(model, stage)
+
+        result = RunResult(run_dir=self.run_dir, recipe=recipe, model=model)
+        for stage in recipe.stages:
+            path = self.stage_dir(stage.name) / "stage.json"
+            if path.exists():
+                result.stages[stage.name] = read_json(path)
+        final_key = self.keys[recipe.stages[-1].name] if recipe.stages else self.keys["initial"]
+        if recipe.evaluate.enabled and self.main:
+            result.metrics = self._evaluate(model, final_key)
+        if recipe.benchmark.enabled and self.do_benchmark and self.main:
+            result.bench = self._benchmark(model, final_key)
+        if self.main:
+            from effkit.report import write_report
+
+            write_report(result)
+        self.accelerator.wait_for_everyone()
+        return result
+
+    def _run_stage(self, model: EffkitModel, stage: StageConfig) -> EffkitModel:
+        stage_dir = self.stage_dir(stage.name)
+        log.info("stage '%s': %d steps", stage.name, stage.train.steps)
+        began = time.perf_counter()
+        model, record = fit(
+            model,
+            data=self.data,
+            transforms=stage.build_transforms(),
+            objective=stage.build_objective(),
+            train=stage.train,
+            stage=stage.name,
+            seed=self.recipe.seed,
+            work_dir=stage_dir,
+            resolve_model=self.resolve_model,
+            key=self.keys[stage.name],
+            progress=self.progress and self.main,
+        )
+        record["key"] = self.keys[stage.name]
+        record["wall_seconds"] = round(time.perf_counter() - began, 2)
+        record["num_parameters"] = model.num_parameters()
+        record["processes"] = self.accelerator.num_processes
+        if self.main:
+            save(model, stage_dir / "model")
+            write_json(stage_dir / "stage.json", record)
+            shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)
+            if self.use_cache:
+                cached = self._cached(self.keys[stage.name])
+                copy_tree(stage_dir, cached)
+            self._record_stage(stage, record, cached=False)
+        self.accelerator.wait_for_everyone()
+        return model
+
+    def _evaluate(self, model: EffkitModel, key: str) -> dict[str, dict[str, float]]:
+        path = self.run_dir / "metrics.json"
+        if path.exists():
+            saved = read_json(path)
+            if saved.get("key") == key and saved.get("splits") == self.recipe.evaluate.splits:
+                return dict(saved["metrics"])
+        assert self.data is not None
+        metrics: dict[str, dict[str, float]] = {}
+        last = self.recipe.stages[-1].name if self.recipe.stages else None
+        known = read_json(self.stage_dir(last) / "stage.json") if last else {}
+        for split in self.recipe.evaluate.splits:
+            if split == "validation" and known.get("validation"):
+                metrics[split] = known["validation"]  # the last stage scored this very model
+                continue
+            examples = self.data.splits.get(split) or []
+            if not examples:
+                raise DataError(f"the data has no '{split}' split to evaluate")
+            metrics[split] = evaluate_examples(
+                model,
+                examples,
+                batch_size=self.recipe.evaluate.batch_size,
+                progress=f"evaluate {split}" if self.progress else False,
+            )
+        write_json(path, {"key": key, "splits": self.recipe.evaluate.splits, "metrics": metrics})
+        return metrics
+
+    def _benchmark(self, model: EffkitModel, key: str) -> dict[str, Any]:
+        from effkit.bench import benchmark, peak_memory_mb, resolve_device
+
+        cfg = self.recipe.benchmark
+        path = self.run_dir / "bench.json"
+        settings_key = stable_hash({"key": key, "bench": cfg.model_dump(mode="json")})
+        if path.exists():
+            saved = read_json(path)
+            if saved.get("settings_key") == settings_key:
+                return dict(saved)
+        device = resolve_device(cfg.device)
+        models: dict[str, Any] = {"final": model.to(device).eval()}
+        dirs: dict[str, Path] = {}
+        if self.recipe.stages:
+            dirs["final"] = self.stage_dir(self.recipe.stages[-1].name) / "model"
+        baseline_name = None
+        if cfg.baseline != "none":
+            baseline = (
+                self.initial_model()
+                if cfg.baseline == "initial"
+                else self.resolve_model(cfg.baseline)
+            )
+            models["baseline"] = baseline.to(device).eval()
+            baseline_name = "baseline"
+            if cfg.memory:
+                dirs["baseline"] = self.run_dir / "baseline-model"
+                save(baseline, dirs["baseline"])
+        result = benchmark(
+            models,
+            cfg,
+            vocab_size=model.vocab_size,
+            baseline=baseline_name,
+            type_vocab_size=model.type_vocab_size,
+            progress=self.progress,
+        )
+        if cfg.memory:
+            for name, folder in dirs.items():
+                result.timings[name].peak_memory_mb = peak_memory_mb(
+                    folder, batch_size=cfg.batch_size, seq_len=cfg.seq_len, device=str(device)
+                )
+        model.to("cpu")
+        data = {"settings_key": settings_key, **result.to_dict()}
+        data["num_parameters"] = {n: m.num_parameters() for n, m in models.items()}
+        write_json(path, data)
+        return data
+
+
+def run(
+    recipe: Recipe | str | Path,
+    run_dir: str | Path | None = None,
+    *,
+    overrides: list[str] | None = None,
+    progress: bool = True,
+    cache: bool = True,
+    benchmark: bool = True,
+) -> RunResult:
+    """Run a recipe (object or YAML file) into a run folder and return what it produced."""
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe, overrides)
+    elif overrides:
+        raise RunError("overrides apply to recipe files; change the Recipe object instead")
+    return Runner(recipe, run_dir, progress=progress, cache=cache, benchmark=benchmark).run()
+
+
+def predict(
+    model: EffkitModel | str | Path, texts: list[str], **kwargs: Any
+) -> list[dict[str, Any]]:
+    """Predictions for raw texts from a model or a saved model folder, in input order."""
+    if not isinstance(model, EffkitModel):
+        model = load(model)
+    return model.predict(texts, **kwargs)

@@ -1,0 +1,488 @@
+"""The training loop: one stage's optimisation on accelerate, with hooks for transforms.
+
+The loop is written out top to bottom rather than hidden in a trainer framework. accelerate
+provides the process group, the device and mixed precision; gradients of all processes are
+averaged after each backward pass, so the same recipe runs on one CPU, several GPUs or several
+machines under ``accelerate launch`` / ``torchrun`` and gives the same updates for the same
+global batch.
+
+Batches are drawn from a seeded permutation per epoch, so step ``s`` always sees the same inputs:
+a stage that resumes from a checkpoint continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from tqdm.auto import tqdm
+
+from effkit.errors import DataError, RecipeError, RunError
+from effkit.storage import atomic_dir, read_json, write_json
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from effkit.models import EffkitModel
+    from effkit.objectives import Objective
+    from effkit.transform import StageContext, Transform
+
+log = logging.getLogger(__name__)
+
+
+class TrainConfig(BaseModel):
+    """Optimisation schedule of one stage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(100, ge=0, description="Optimizer steps; 0 applies transforms only.")
+    batch_size: int = Field(16, ge=1, description="Inputs per optimizer step, all processes.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    lr: float = Field(5e-5, gt=0, description="Peak learning rate (AdamW).")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not on biases/norms).")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps spent warming up.")
+    scheduler: Literal["linear", "cosine", "constant"] = Field(
+        "linear", description="Learning-rate decay after warm-up."
+    )
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping; null: none.")
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
+        "auto", description="auto: bf16 (or fp16) on a GPU, full precision on a CPU."
+    )
+    eval_every: int = Field(
+        0, ge=0, description="Validate every k steps and keep the best weights; 0: keep the last."
+    )
+    checkpoint_every: int = Field(
+        50, ge=0, description="Save a resumable checkpoint every k steps; 0: never."
+    )
+    log_every: int = Field(10, ge=1, description="Steps between logged losses.")
+    seed: int | None = Field(None, description="Seed of this stage; defaults to the recipe's.")
+
+    @model_validator(mode="after")
+    def _divisible(self) -> TrainConfig:
+        if self.batch_size % self.grad_accum:
+            raise ValueError(
+                f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}"
+            )
+        return self
+
+
+@dataclass
+class TrainResult:
+    """What a stage's training produced besides the model."""
+
+    steps: int = 0
+    seconds: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+    validation: list[dict[str, float]] = field(default_factory=list)
+    best_step: int | None = None
+    best_score: float | None = None
+    best_metrics: dict[str, float] | None = None
+    resumed_from: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "seconds": round(self.seconds, 2),
+            "best_step": self.best_step,
+            "best_score": self.best_score,
+            "best_metrics": self.best_metrics,
+            "resumed_from": self.resumed_from,
+            "history": self.history,
+            "validation": self.validation,
+        }
+
+
+# --------------------------------------------------------------------------- process setup
+
+_accelerator: Accelerator | None = None
+
+
+def accelerator_for(mixed_precision: str = "auto") -> Accelerator:
+    """The process's accelerator, created once (accelerate keeps process state global)."""
+    global _accelerator
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    precision = mixed_precision
+    if precision == "auto":
+        if torch.cuda.is_available():
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            precision = "no"
+    if _accelerator is not None and str(_accelerator.mixed_precision) == precision:
+        return _accelerator
+    if _accelerator is not None:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    _accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision)
+    return _accelerator
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python and torch (all devices)."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# --------------------------------------------------------------------------- data order
+
+
+def batch_indices(n: int, seed: int, step: int, size: int) -> list[int]:
+    """Indices of step ``step``'s global batch: a stream of seeded per-epoch permutations."""
+    out: list[int] = []
+    pos = step * size
+    while len(out) < size:
+        epoch, offset = divmod(pos, n)
+        gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        perm = torch.randperm(n, generator=gen)
+        take = min(size - len(out), n - offset)
+        out.extend(perm[offset : offset + take].tolist())
+        pos += take
+    return out
+
+
+# --------------------------------------------------------------------------- optimizer
+
+
+def _lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
+    warmup = int(cfg.warmup_ratio * cfg.steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        if cfg.scheduler == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, cfg.steps - warmup)
+        if cfg.scheduler == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return max(0.0, 1.0 - progress)
+
+    return factor
+
+
+def build_optimizer(
+    model: torch.nn.Module, transforms: list[Transform], cfg: TrainConfig
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW over the model (no decay on biases and norms) plus the transforms' own groups.
+
+    A transform's group may carry ``"schedule": False`` to keep its learning rate constant.
+    """
+    extra: list[dict[str, Any]] = []
+    for transform in transforms:
+        extra.extend(transform.parameter_groups(model))  # type: ignore[arg-type]
+    taken = {id(p) for group in extra for p in group["params"]}
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
+    seen: set[int] = set()
+    for name, param in model.named_parameters():
+        if not param.requires_grad or id(param) in taken or id(param) in seen:
+            continue
+        seen.add(id(param))
+        (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
+    groups: list[dict[str, Any]] = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+        *({"weight_decay": 0.0, **group} for group in extra),
+    ]
+    groups = [g for g in groups if g["params"]]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
+    base = _lr_lambda(cfg)
+    lambdas = [base if g.get("schedule", True) else (lambda _s: 1.0) for g in groups]
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _save_checkpoint(
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    result: TrainResult,
+    best_state: dict[str, torch.Tensor] | None,
+    step: int,
+    key: str,
+    rng: tuple[torch.Tensor, list[torch.Tensor]] | None = None,
+) -> None:
+    """Save a resumable checkpoint; ``rng`` is the random state at the start of ``step``."""
+    from safetensors.torch import save_file, save_model
+
+    with atomic_dir(path) as tmp:
+        save_model(model, str(tmp / "model.safetensors"))
+        if best_state is not None:
+            save_file({k: v.contiguous() for k, v in best_state.items()},
+                      str(tmp / "best.safetensors"))  # fmt: skip
+        torch.save(
+            {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "torch_rng": (rng or _rng_state())[0],
+                "cuda_rng": (rng or _rng_state())[1],
+            },
+            tmp / "state.pt",
+        )
+        write_json(tmp / "progress.json", {"step": step, "key": key, **result.to_dict()})
+
+
+def _rng_state() -> tuple[torch.Tensor, list[torch.Tensor]]:
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    return torch.get_rng_state(), list(cuda)
+
+
+def _load_checkpoint(
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+) -> tuple[int, TrainResult, dict[str, torch.Tensor] | None]:
+    from safetensors.torch import load_file, load_model
+
+    try:
+        load_model(model, str(path / "model.safetensors"), strict=True)
+        state = torch.load(path / "state.pt", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    except (RuntimeError, OSError, KeyError, ValueError) as exc:
+        raise RunError(
+            f"checkpoint '{path}' does not fit this stage: {exc}",
+            hint="delete the checkpoint folder to restart the stage",
+        ) from exc
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"]:
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    progress = read_json(path / "progress.json")
+    result = TrainResult(
+        steps=progress["steps"],
+        seconds=progress["seconds"],
+        history=progress["history"],
+        validation=progress["validation"],
+        best_step=progress["best_step"],
+        best_score=progress["best_score"],
+        best_metrics=progress.get("best_metrics"),
+        resumed_from=progress["step"],
+    )
+    best = (
+        load_file(str(path / "best.safetensors")) if (path / "best.safetensors").exists() else None
+    )
+    return int(progress["step"]), result, best
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def _sync_parameters(model: torch.nn.Module, accelerator: Accelerator) -> None:
+    if accelerator.num_processes > 1:
+        import torch.distributed as dist
+
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            dist.broadcast(tensor.data, src=0)
+
+
+def _average_gradients(params: list[torch.nn.Parameter], accelerator: Accelerator) -> None:
+    if accelerator.num_processes == 1:
+        return
+    import torch.distributed as dist
+
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= accelerator.num_processes
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def _micro_batches(
+    indices: list[int], cfg: TrainConfig, rank: int, world: int
+) -> Iterator[list[int]]:
+    micro = cfg.batch_size // cfg.grad_accum
+    for k in range(cfg.grad_accum):
+        chunk = indices[k * micro : (k + 1) * micro]
+        yield chunk[rank::world]
+
+
+def train_stage(
+    model: EffkitModel,
+    objective: Objective,
+    transforms: list[Transform],
+    ctx: StageContext,
+    cfg: TrainConfig,
+    *,
+    checkpoint_dir: Path | None = None,
+    checkpoint_key: str = "",
+    validate: Callable[[EffkitModel], dict[str, float]] | None = None,
+    metric: str = "accuracy",
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``model`` in place for ``cfg.steps`` steps and return the history.
+
+    ``validate`` returns validation metrics, of which ``metric`` is maximised; with
+    ``cfg.eval_every`` it is called every that many steps (and after the last) and the best
+    weights are restored at the end. With a
+    ``checkpoint_dir`` the stage saves resumable checkpoints and resumes from the last one whose
+    ``checkpoint_key`` matches (a checkpoint of a different configuration is discarded).
+    """
+    from effkit.data import Collator
+
+    result = TrainResult()
+    if cfg.steps == 0:
+        return result
+    accelerator = accelerator_for(cfg.mixed_precision)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if (cfg.batch_size // cfg.grad_accum) % world:
+        raise RecipeError(
+            f"stage '{ctx.stage}': batch_size {cfg.batch_size} / grad_accum {cfg.grad_accum} "
+            f"does not split over {world} processes"
+        )
+    features = objective.features(ctx)
+    if not features:
+        raise DataError(f"stage '{ctx.stage}' has no training examples")
+    seed = cfg.seed if cfg.seed is not None else ctx.seed
+    ctx.total_steps = cfg.steps
+    ctx.device = accelerator.device
+    model.to(accelerator.device)
+    _sync_parameters(model, accelerator)
+    model.train()
+    optimizer, scheduler = build_optimizer(model, transforms, cfg)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    clip = [p for group in optimizer.param_groups[:2] for p in group["params"]]
+    pad_id = getattr(ctx.tokenizer, "pad_token_id", 0) or 0
+    collate = Collator(pad_token_id=pad_id)
+
+    start = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    ckpt = checkpoint_dir / "last" if checkpoint_dir is not None else None
+    stale = ckpt is not None and (ckpt / "progress.json").exists()
+    if (
+        stale
+        and ckpt is not None
+        and read_json(ckpt / "progress.json").get("key") != checkpoint_key
+    ):
+        log.warning("stage '%s': discarding a checkpoint of another configuration", ctx.stage)
+        if accelerator.is_main_process:
+            shutil.rmtree(ckpt, ignore_errors=True)
+        accelerator.wait_for_everyone()
+    if ckpt is not None and (ckpt / "progress.json").exists():
+        start, result, best_state = _load_checkpoint(ckpt, model, optimizer, scheduler)
+        log.info("stage '%s': resuming at step %d of %d", ctx.stage, start, cfg.steps)
+    else:
+        set_seed(seed + rank)
+
+    main = accelerator.is_main_process
+    bar = tqdm(total=cfg.steps, initial=start, desc=ctx.stage, disable=not (progress and main),
+               unit="step", dynamic_ncols=True)  # fmt: skip
+    running: dict[str, list[float]] = {}
+    began = time.perf_counter() - result.seconds
+    step = start
+    updating = False
+    try:
+        for step in range(start, cfg.steps):
+            ctx.step = step
+            step_rng = _rng_state()  # an interrupted step restarts with the same dropout
+            indices = batch_indices(len(features), seed, step, cfg.batch_size)
+            for chunk in _micro_batches(indices, cfg, rank, world):
+                batch = {
+                    k: v.to(accelerator.device)
+                    for k, v in collate([features[i] for i in chunk]).items()
+                }
+                with accelerator.autocast():
+                    loss, outputs, logs = objective.loss(model, batch, ctx)
+                    terms: dict[str, torch.Tensor] = {}
+                    for transform in transforms:
+                        terms.update(transform.loss_terms(model, batch, outputs, ctx))
+                    total = loss + sum(terms.values()) if terms else loss
+                accelerator.backward(total / cfg.grad_accum)
+                scalars = {"loss": float(loss.detach()), **logs}
+                scalars.update({key: float(term.detach()) for key, term in terms.items()})
+                for key, number in scalars.items():
+                    running.setdefault(key, []).append(number)
+            updating = True
+            _average_gradients(params, accelerator)
+            if cfg.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(clip, cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            ctx.step = step + 1
+            for transform in transforms:
+                transform.on_step(model, ctx)
+            updating = False
+            done = step + 1
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                row = {"step": float(done), "lr": float(scheduler.get_last_lr()[0])}
+                row.update({k: sum(v) / len(v) for k, v in running.items()})
+                result.history.append(row)
+                running = {}
+                bar.set_postfix(loss=f"{row['loss']:.4f}")
+            if (
+                validate is not None
+                and cfg.eval_every
+                and (done % cfg.eval_every == 0 or done == cfg.steps)
+            ):
+                scores = validate(model)
+                score = float(scores[metric])
+                model.train()
+                result.validation.append({"step": float(done), metric: score})
+                if result.best_score is None or score > result.best_score:
+                    result.best_score, result.best_step = score, done
+                    result.best_metrics = scores
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            bar.update(1)
+            result.steps = done
+            result.seconds = time.perf_counter() - began
+            if (
+                ckpt is not None
+                and main
+                and cfg.checkpoint_every
+                and (done % cfg.checkpoint_every == 0 and done < cfg.steps)
+            ):
+                _save_checkpoint(
+                    ckpt, model, optimizer, scheduler, result, best_state, done, checkpoint_key
+                )
+    except KeyboardInterrupt:
+        if ckpt is not None and main and not updating and step > start:
+            result.seconds = time.perf_counter() - began
+            _save_checkpoint(
+                ckpt,
+                model,
+                optimizer,
+                scheduler,
+                result,
+                best_state,
+                step,
+                checkpoint_key,
+                step_rng,
+            )
+            log.warning("stage '%s' interrupted; checkpoint saved at step %d", ctx.stage, step)
+        raise
+    finally:
+        bar.close()
+    if best_state is not None and result.best_step != cfg.steps:
+        model.load_state_dict(best_state)
+        log.info("stage '%s': keeping step %d (validation %.4f)", ctx.stage, result.best_step,
+                 result.best_score)  # fmt: skip
+    model.eval()
+    return result
+
+
+@contextlib.contextmanager
+def frozen_copy(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """A frozen deep copy of ``model`` in eval mode (teachers)."""
+    teacher = copy.deepcopy(model).eval()
+    for param in teacher.parameters():
+        param.requires_grad_(False)
+    yield teacher

@@ -1,0 +1,68 @@
+"""Layer selection: keep a subset of an encoder's layers (a smaller, faster student).
+
+``KeepLayers(layers=[0, 2, 4])`` keeps those encoder layers, in that order, and drops the rest
+for real: the saved model's config says how many layers it has, so it loads back (with effkit or
+with transformers) at its new size. It is the smallest complete transform in effkit and is
+registered through an entry point exactly as a third-party package would register one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, PrivateAttr, field_validator
+from torch import nn
+
+from effkit import EffkitModel, ModelError, StageContext, Transform
+
+
+def encoder_layers(model: EffkitModel) -> nn.ModuleList:
+    """The ``nn.ModuleList`` of transformer layers inside a BERT-family encoder."""
+    base = getattr(model.hf, model.hf.base_model_prefix, model.hf)
+    encoder = getattr(base, "encoder", None)
+    layers = getattr(encoder, "layer", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise ModelError(
+            f"{type(model.hf).__name__} has no encoder.layer list; KeepLayers supports "
+            "BERT-family encoders (BERT, RoBERTa, ELECTRA, MiniLM...)"
+        )
+    return layers
+
+
+class KeepLayers(Transform):
+    """Keep only the listed encoder layers (0-based, in order); the rest are removed."""
+
+    layers: list[int] = Field(min_length=1, description="Indices of the layers to keep.")
+    _before: int | None = PrivateAttr(None)
+
+    @field_validator("layers")
+    @classmethod
+    def _distinct(cls, value: list[int]) -> list[int]:
+        if any(i < 0 for i in value):
+            raise ValueError("layer indices are 0-based and non-negative")
+        if len(set(value)) != len(value):
+            raise ValueError("layer indices must be distinct")
+        return value
+
+    def apply(self, model: EffkitModel, ctx: StageContext) -> EffkitModel:
+        if ctx.rebuilding:  # the saved config already has the smaller layer count
+            return model
+        layers = encoder_layers(model)
+        if max(self.layers) >= len(layers):
+            raise ModelError(
+                f"keep-layers: layer {max(self.layers)} does not exist; the model has "
+                f"{len(layers)} layers (0..{len(layers) - 1})"
+            )
+        kept = nn.ModuleList([layers[i] for i in self.layers])
+        for new_index, layer in enumerate(kept):
+            attention = getattr(getattr(layer, "attention", None), "self", None)
+            if attention is not None and hasattr(attention, "layer_idx"):
+                attention.layer_idx = new_index
+        base = getattr(model.hf, model.hf.base_model_prefix, model.hf)
+        base.encoder.layer = kept
+        model.hf.config.num_hidden_layers = len(kept)
+        self._before = len(layers)
+        return model
+
+    def describe(self) -> dict[str, Any]:
+        return {"kept_layers": self.layers, "layers_before": self._before}

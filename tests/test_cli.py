@@ -1,0 +1,132 @@
+"""The command line: each command works, and bad input gives one message and exit code 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+
+
+def effkit(
+    *args: str, stdin: str | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "effkit.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        env=env,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A run of the tiny recipe, made once through the CLI."""
+    folder = tmp_path_factory.mktemp("cli") / "run"
+    env_cache = tmp_path_factory.mktemp("cache")
+    os.environ["EFFKIT_CACHE"] = str(env_cache)
+    proc = effkit("--quiet", "apply", "tests/recipes/tiny.yaml", "--run-dir", str(folder),
+                  "--set", "stages.finetune.train.steps=10")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "report:" in proc.stdout and "accuracy" in proc.stdout
+    return folder
+
+
+def test_apply_writes_a_report(trained):
+    assert (trained / "report.md").is_file()
+
+
+def test_validate_and_plugins_and_schema():
+    proc = effkit("validate", "recipes/quickstart.yaml")
+    assert proc.returncode == 0 and "valid" in proc.stdout
+    proc = effkit("plugins")
+    assert proc.returncode == 0 and "keep-layers" in proc.stdout and "task" in proc.stdout
+    proc = effkit("schema")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["title"] == "Recipe"
+
+
+def test_predict_reads_stdin_and_writes_json_lines_in_order(trained):
+    model = trained / "stages" / "finetune" / "model"
+    texts = ["the first input", "second", "and the third input here"]
+    proc = effkit("predict", str(model), stdin="\n".join(texts) + "\n")
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["text"] for r in rows] == texts
+    assert all(r["label"] in {"alpha", "beta", "gamma"} for r in rows)
+
+
+def test_eval_scores_a_saved_model(trained, tmp_path):
+    model = trained / "stages" / "finetune" / "model"
+    proc = effkit("eval", str(model), "--data", "builtin:synthetic", "--split", "test",
+                  "--json", str(tmp_path / "m.json"))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
+
+
+def test_bench_compares_two_folders(trained, tmp_path):
+    model = trained / "stages" / "finetune" / "model"
+    proc = effkit("bench", str(model), "--baseline", str(model), "--batch-size", "4",
+                  "--seq-len", "16", "--warmup", "0", "--trials", "1", "--batches", "1",
+                  "--json", str(tmp_path / "b.json"))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert data["ratios"]["baseline"] == 1.0 and "environment" in data
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["apply", "nope.yaml"], "does not exist"),
+        (
+            ["validate", "tests/recipes/tiny.yaml", "--set", "stages.finetune.train.stepz=1"],
+            "did you mean 'steps'",
+        ),
+        (
+            ["validate", "tests/recipes/tiny.yaml", "--set", "model.source=preset:huge"],
+            "unknown preset 'huge'",
+        ),
+        (
+            ["validate", "tests/recipes/tiny.yaml", "--set", "stages.finetune.train.batch_size=0"],
+            "batch_size",
+        ),
+        (["predict", "missing-model-dir"], "does not exist"),
+        (["eval", "missing-model-dir", "--data", "builtin:synthetic"], "does not exist"),
+    ],
+)
+def test_bad_input_exits_2_with_one_message(args, expected):
+    proc = effkit(*args, stdin="")
+    assert proc.returncode == 2, proc.stderr
+    assert expected in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_recipe_writes_nothing(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: bad\nmodel: {source: preset:tiny}\ndata: {source: builtin:synthetic}\n"
+        "stages:\n  - name: s\n    transforms: [{name: keep-layer, layers: [0]}]\n"
+    )
+    proc = effkit("apply", str(bad), "--run-dir", str(tmp_path / "run"))
+    assert proc.returncode == 2
+    assert f"{bad}:6" in proc.stderr and "did you mean 'keep-layers'" in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_run_folder_of_another_recipe_exits_2(trained):
+    proc = effkit("apply", "recipes/quickstart.yaml", "--run-dir", str(trained))
+    assert proc.returncode == 2 and "belongs to recipe 'tiny'" in proc.stderr
+
+
+def test_debug_shows_the_traceback():
+    proc = effkit("--debug", "apply", "nope.yaml")
+    assert proc.returncode != 0 and "Traceback" in proc.stderr

@@ -129,16 +129,22 @@ def validate(
 @app.command()
 def schema(
     output: Annotated[Path | None, typer.Option(help="Write to this file.")] = None,
+    format_: Annotated[
+        str, typer.Option("--format", help="json (for editors) or markdown (the reference).")
+    ] = "json",
 ) -> None:
-    """Print the JSON schema of recipes (for editors), installed plugins included."""
-    from effkit.recipe import json_schema
+    """Print the recipe schema, installed plugins included: JSON schema or a Markdown reference."""
+    from effkit.errors import RecipeError
+    from effkit.recipe import json_schema, reference_markdown
     from effkit.storage import write_text
 
-    text = json.dumps(json_schema(), indent=2)
+    if format_ not in ("json", "markdown"):
+        raise RecipeError(f"unknown schema format '{format_}'", hint="json or markdown")
+    text = json.dumps(json_schema(), indent=2) + "\n" if format_ == "json" else reference_markdown()
     if output is None:
-        out.print_json(text) if sys.stdout.isatty() else print(text)
+        sys.stdout.write(text)
     else:
-        write_text(output, text + "\n")
+        write_text(output, text)
 
 
 @app.command()

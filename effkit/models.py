@@ -139,6 +139,14 @@ class EffkitModel(nn.Module):
         self.transforms: list[Transform] = []
         self.max_length = 128
         """Tokens per input used in training; prediction truncates raw text to it."""
+        self.adapter: nn.Module | None = None
+        """A module that takes over the forward pass (multiplexing wraps the model this way).
+
+        Called as ``adapter(model, input_ids=..., attention_mask=..., token_type_ids=...)`` and
+        returning an output with ``.logits``, one row per input, in input order.
+        """
+        self.inference_seed: int | None = None
+        """Seed for stochastic inference (how a multiplexed model groups inputs); None: fixed."""
 
     def forward(
         self,
@@ -149,6 +157,8 @@ class EffkitModel(nn.Module):
     ) -> Any:
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
+        if self.adapter is not None:
+            return self.adapter(self, input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         return self.hf(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
     @property
@@ -303,6 +313,7 @@ def _new_head(model: EffkitModel, task: Task) -> EffkitModel:
     new = EffkitModel(hf, model.tokenizer, task, model.source)
     new.transforms = list(model.transforms)
     new.max_length = model.max_length
+    new.adapter = model.adapter
     return new
 
 

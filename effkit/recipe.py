@@ -8,6 +8,7 @@ right, so that a wrong recipe costs one second rather than an hour.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -78,6 +79,11 @@ class EvalConfig(BaseModel):
         ["validation", "test"], description="Splits to score (model selection uses validation)."
     )
     batch_size: int = Field(64, ge=1, description="Inputs per inference batch.")
+    inference_seeds: list[int] = Field(
+        default_factory=list,
+        description="Seeds for stochastic inference (how a multiplexed model groups its inputs); "
+        "with several, each metric is reported as the mean with its spread (_std).",
+    )
 
 
 class StageConfig(BaseModel):
@@ -424,3 +430,62 @@ def json_schema() -> dict[str, Any]:
         "anyOf": [{"enum": registry.names(registry.OBJECTIVES)}, *objectives],
     }
     return schema
+
+
+def _type_name(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
+    text = text or str(annotation)
+    for noise in ("typing.", "effkit.recipe.", "effkit.models.", "effkit.data.", "effkit.train.",
+                  "effkit.bench.", "NoneType"):  # fmt: skip
+        text = text.replace(noise, "None" if noise == "NoneType" else "")
+    return text.replace("|", "\\|")
+
+
+def _fields_table(model: type[BaseModel]) -> list[str]:
+    rows = ["| field | type | default | meaning |", "|---|---|---|---|"]
+    for name, info in model.model_fields.items():
+        if info.is_required():
+            default = "required"
+        else:
+            value = info.get_default(call_default_factory=True)
+            default = "(section)" if isinstance(value, BaseModel) else f"`{json.dumps(value)}`"
+        description = (info.description or "").replace("|", "\\|")
+        rows.append(f"| `{name}` | {_type_name(info.annotation)} | {default} | {description} |")
+    return rows
+
+
+def reference_markdown() -> str:
+    """The recipe reference (docs/recipes.md), generated from the schema and installed plugins."""
+    sections: list[tuple[str, str, type[BaseModel]]] = [
+        ("Top level", "", Recipe),
+        ("`model`", "", ModelConfig),
+        ("`task`", "", Task),
+        ("`data`", "", DataConfig),
+        ("`stages[]`", "Stages run in order; `--set stages.NAME.field=value` addresses one.",
+         StageConfig),
+        ("`stages[].train`", "", TrainConfig),
+        ("`evaluate`", "", EvalConfig),
+        ("`benchmark`", "", BenchConfig),
+    ]  # fmt: skip
+    lines = [
+        "# Recipe reference",
+        "",
+        "Generated from the schema by `effkit schema --format markdown`; every section forbids",
+        "unknown fields. `effkit schema` prints the same as JSON schema for editors.",
+        "",
+    ]
+    for title, note, model in sections:
+        doc = (model.__doc__ or "").strip().splitlines()[0]
+        lines += [f"## {title}", "", doc + (" " + note if note else ""), ""]
+        lines += [*_fields_table(model), ""]
+    for group, title in ((registry.TRANSFORMS, "Transforms"), (registry.OBJECTIVES, "Objectives")):
+        lines += [f"## {title}", "", f"Installed plugins of the `{group}` entry-point group.", ""]
+        for name in registry.names(group):
+            cls = registry.get(group, name)
+            summary = (cls.__doc__ or "").strip().splitlines()
+            lines += [f"### `{name}`", "", summary[0] if summary else "", ""]
+            if cls.model_fields:
+                lines += [*_fields_table(cls), ""]
+            else:
+                lines += ["No fields.", ""]
+    return "\n".join(lines).rstrip() + "\n"

@@ -26,7 +26,7 @@ from typing import Any
 from effkit import registry
 from effkit.data import TaskData, load_task_data
 from effkit.errors import DataError, RunError
-from effkit.evaluate import primary_metric
+from effkit.evaluate import mean_std, primary_metric
 from effkit.inference import evaluate_examples
 from effkit.models import EffkitModel, is_effkit_dir, load, load_model, save
 from effkit.objectives import Objective
@@ -75,6 +75,17 @@ def _validator(data: TaskData, batch_size: int) -> Any:
         return evaluate_examples(model, data.splits["validation"], batch_size=batch_size)
 
     return validate
+
+
+def _aggregate(runs: list[dict[str, float]]) -> dict[str, float]:
+    """One run's metrics as they are; several runs' as means with a ``_std`` beside each."""
+    if len(runs) == 1:
+        return runs[0]
+    out: dict[str, float] = {}
+    for name in runs[0]:
+        mean, std = mean_std([run[name] for run in runs])
+        out[name], out[f"{name}_std"] = mean, std
+    return out
 
 
 def fit(
@@ -379,29 +390,42 @@ class Runner:
         return model
 
     def _evaluate(self, model: EffkitModel, key: str) -> dict[str, dict[str, float]]:
+        cfg = self.recipe.evaluate
         path = self.run_dir / "metrics.json"
+        settings = cfg.model_dump(mode="json")
         if path.exists():
             saved = read_json(path)
-            if saved.get("key") == key and saved.get("splits") == self.recipe.evaluate.splits:
+            if saved.get("key") == key and saved.get("settings") == settings:
                 return dict(saved["metrics"])
         assert self.data is not None
         metrics: dict[str, dict[str, float]] = {}
+        per_seed: dict[str, dict[str, dict[str, float]]] = {}
         last = self.recipe.stages[-1].name if self.recipe.stages else None
         known = read_json(self.stage_dir(last) / "stage.json") if last else {}
-        for split in self.recipe.evaluate.splits:
-            if split == "validation" and known.get("validation"):
+        for split in cfg.splits:
+            if split == "validation" and known.get("validation") and not cfg.inference_seeds:
                 metrics[split] = known["validation"]  # the last stage scored this very model
                 continue
             examples = self.data.splits.get(split) or []
             if not examples:
                 raise DataError(f"the data has no '{split}' split to evaluate")
-            metrics[split] = evaluate_examples(
-                model,
-                examples,
-                batch_size=self.recipe.evaluate.batch_size,
-                progress=f"evaluate {split}" if self.progress else False,
-            )
-        write_json(path, {"key": key, "splits": self.recipe.evaluate.splits, "metrics": metrics})
+            runs: dict[str, dict[str, float]] = {}
+            seeds: list[int | None] = list(cfg.inference_seeds) or [None]
+            for seed in seeds:
+                model.inference_seed = seed
+                runs[str(seed)] = evaluate_examples(
+                    model,
+                    examples,
+                    batch_size=cfg.batch_size,
+                    progress=f"evaluate {split}" if self.progress else False,
+                )
+            model.inference_seed = None
+            metrics[split] = _aggregate(list(runs.values()))
+            if cfg.inference_seeds:
+                per_seed[split] = runs
+        write_json(
+            path, {"key": key, "settings": settings, "metrics": metrics, "per_seed": per_seed}
+        )
         return metrics
 
     def _benchmark(self, model: EffkitModel, key: str) -> dict[str, Any]:

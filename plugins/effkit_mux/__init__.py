@@ -1,0 +1,98 @@
+"""Data multiplexing (MUX-PLMs): N inputs share one forward pass of the encoder.
+
+``Multiplex(n=2, mux="gaussian", demux="rsa")`` wraps any BERT-family encoder (BERT, RoBERTa,
+ELECTRA, MiniLM) for sequence, sentence-pair and token classification. The plugin also registers
+the paper's training objectives: ``retrieval`` (token-retrieval priming), ``mlm`` (MUX-BERT),
+``electra`` (MUX-ELECTRA with a uniform-random generator) and ``mux-task`` (fine-tuning with an
+optional auxiliary retrieval loss).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+from pydantic import Field, PrivateAttr
+
+from effkit import EffkitModel, ModelError, StageContext, Transform
+
+from .adapter import MuxAdapter, adapter_of, plan
+from .heads import DiscriminatorHead, VocabHead
+from .objectives import ElectraObjective, MaskedLMObjective, MuxTaskObjective, RetrievalObjective
+
+__all__ = [
+    "ElectraObjective",
+    "MaskedLMObjective",
+    "Multiplex",
+    "MuxAdapter",
+    "MuxTaskObjective",
+    "RetrievalObjective",
+    "adapter_of",
+    "plan",
+]
+
+log = logging.getLogger(__name__)
+
+
+class Multiplex(Transform):
+    """Serve N inputs with one forward pass: a multiplexer before and a demultiplexer after."""
+
+    n: int = Field(2, ge=1, le=64, description="Inputs per forward pass (N).")
+    mux: Literal["gaussian", "binary", "orthogonal", "contextual"] = Field(
+        "gaussian", description="Multiplexer: Hadamard keys (gaussian, binary block), random "
+        "orthogonal matrices, or the attention-based contextual multiplexer.",
+    )  # fmt: skip
+    demux: Literal["rsa", "prefix"] = Field(
+        "rsa", description="Demultiplexer: learned RSA keys, or T-MUX's prefix tokens."
+    )
+    demux_depth: int = Field(2, ge=1, le=8, description="Layers of the demultiplexer MLP.")
+    key_seed: int = Field(0, description="Seed of the fixed multiplexer keys.")
+    ensemble: bool = Field(
+        False, description="At inference, run each input in all N slots and average the logits."
+    )
+
+    _adapter: MuxAdapter | None = PrivateAttr(None)
+    _heads: dict[str, bool] = PrivateAttr(default_factory=dict)
+
+    def apply(self, model: EffkitModel, ctx: StageContext) -> EffkitModel:
+        if model.adapter is not None:
+            raise ModelError(
+                f"the model's forward pass is already taken over by "
+                f"{type(model.adapter).__name__}; multiplex applies once"
+            )
+        if model.task.type == "token-classification" and self.demux == "prefix" and self.n >= 5:
+            log.warning("the prefix demultiplexer is known to fail on token tasks at N >= 5")
+        adapter = MuxAdapter(
+            model, n=self.n, mux=self.mux, demux=self.demux, demux_depth=self.demux_depth,
+            key_seed=self.key_seed,
+        )  # fmt: skip
+        adapter.ensemble = self.ensemble
+        adapter.to(next(model.parameters()).device).train(model.training)
+        model.adapter = adapter
+        self._adapter = adapter
+        if self._heads.get("vocab"):
+            adapter.lm_head = VocabHead(model)
+        if self._heads.get("electra"):
+            adapter.electra_head = DiscriminatorHead(model)
+        return model
+
+    def state(self) -> dict[str, Any]:
+        adapter = self._adapter
+        if adapter is None:
+            return dict(self._heads)
+        return {"vocab": adapter.lm_head is not None, "electra": adapter.electra_head is not None}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self._heads = {k: bool(v) for k, v in state.items()}
+
+    def describe(self) -> dict[str, Any]:
+        added = 0
+        if self._adapter is not None:
+            added = sum(p.numel() for p in self._adapter.parameters())
+        return {
+            "n": self.n,
+            "mux": self.mux,
+            "demux": self.demux,
+            "ensemble": self.ensemble,
+            "parameters_added": added,
+        }

@@ -1,0 +1,229 @@
+"""The multiplexed forward pass around any BERT-family encoder.
+
+:class:`MuxAdapter` takes over :class:`effkit.EffkitModel`'s forward pass. For a batch of B
+inputs it
+
+1. arranges them into G = ceil(B / N) groups of N slots (in input order, or shuffled with the
+   model's ``inference_seed``); a last group that is not full is filled with copies of its own
+   members, whose outputs are discarded;
+2. runs the transformers model on the G * N instances, with two forward hooks: after the
+   embeddings, the multiplexer mixes each group into one row (``[G, L, E]``); after the encoder,
+   the demultiplexer splits each row back into N instance states;
+3. gives every input exactly one row of logits, in input order.
+
+The attention masks of a group are combined (their union), so the encoder never attends to a
+position that is padding in every instance; segment ids go through the embeddings per
+instance, so sentence pairs keep them. Sequence tasks demultiplex only the first position (the
+one the classification head reads); token tasks demultiplex every position.
+
+In ensembling mode every input is run N times, in each of the N slots of its group (the slots
+are rotated), and the N logits are averaged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from effkit import EffkitModel, ModelError
+
+from .demultiplexers import build_demultiplexer
+from .multiplexers import build_multiplexer
+
+
+def backbone(model: EffkitModel) -> Any:
+    """The transformers base model (``BertModel``, ``RobertaModel``...) inside the task model."""
+    base = getattr(model.hf, model.hf.base_model_prefix, None)
+    if base is None or not hasattr(base, "embeddings") or not hasattr(base, "encoder"):
+        raise ModelError(
+            f"{type(model.hf).__name__} has no embeddings/encoder pair; multiplexing supports "
+            "BERT-family encoders (BERT, RoBERTa, ELECTRA, MiniLM...)"
+        )
+    return base
+
+
+def embedding_width(model: EffkitModel) -> int:
+    config = model.hf.config
+    return int(getattr(config, "embedding_size", None) or config.hidden_size)
+
+
+@dataclass
+class Layout:
+    """How B inputs sit in G groups of N slots."""
+
+    order: torch.Tensor
+    """``[G * N]`` input index held by each slot."""
+    first: torch.Tensor
+    """``[B]`` the slot whose output is input b's prediction."""
+    groups: int
+
+
+def plan(
+    batch: int, n: int, *, seed: int | None = None, shift: int = 0, device: Any = None
+) -> Layout:
+    """Arrange ``batch`` inputs into groups of ``n`` slots (see the module docstring)."""
+    groups = math.ceil(batch / n)
+    if seed is None:
+        perm = torch.arange(batch)
+    else:
+        perm = torch.randperm(batch, generator=torch.Generator().manual_seed(seed))
+    slots = torch.empty(groups * n, dtype=torch.long)
+    for g in range(groups):
+        members = perm[g * n : (g + 1) * n]
+        fill = members.repeat(math.ceil(n / len(members)))[:n]
+        slots[g * n : (g + 1) * n] = torch.roll(fill, shifts=shift)
+    first = torch.full((batch,), -1, dtype=torch.long)
+    for position in range(groups * n - 1, -1, -1):  # keep each input's lowest slot
+        first[slots[position]] = position
+    return Layout(order=slots.to(device), first=first.to(device), groups=groups)
+
+
+class MuxAdapter(nn.Module):
+    """Multiplexer + demultiplexer + the grouping logic; see the module docstring."""
+
+    def __init__(
+        self,
+        model: EffkitModel,
+        *,
+        n: int,
+        mux: str,
+        demux: str,
+        demux_depth: int,
+        key_seed: int,
+    ) -> None:
+        super().__init__()
+        config = model.hf.config
+        self.n = n
+        self.token_task = model.task.type == "token-classification"
+        width, hidden = embedding_width(model), int(config.hidden_size)
+        heads = int(getattr(config, "num_attention_heads", 1))
+        self.multiplexer: Any = build_multiplexer(mux, n, width, heads, key_seed)
+        self.demultiplexer: Any = build_demultiplexer(demux, n, hidden, width, demux_depth)
+        self.ensemble = False
+        self.lm_head: nn.Module | None = None
+        self.electra_head: nn.Module | None = None
+        self._layout: Layout | None = None
+        self._mask: torch.Tensor | None = None
+        self._raw = False
+        self.last_hidden: torch.Tensor | None = None
+        """The multiplexed encoder output of the last forward pass, ``[G, P + L, H]``."""
+        base = backbone(model)
+        self._hooks = [
+            base.embeddings.register_forward_hook(self._after_embeddings),
+            base.encoder.register_forward_hook(self._after_encoder),
+        ]
+
+    @property
+    def extra_positions(self) -> int:
+        return int(getattr(self.demultiplexer, "extra_positions", 0))
+
+    def detach_hooks(self) -> None:
+        """Remove the hooks from the transformers model (the model runs unmultiplexed again)."""
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+
+    # ------------------------------------------------------------------ hooks
+
+    def _after_embeddings(self, module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
+        if self._layout is None or self._mask is None:
+            return output  # not called through the adapter (e.g. a teacher sharing modules)
+        rows, length, width = output.shape
+        n = self.n
+        slots = torch.arange(rows, device=output.device) % n
+        prefix = self.demultiplexer.prefix(slots)
+        x = output if prefix is None else torch.cat([prefix.to(output.dtype), output], dim=1)
+        mask = self._mask.view(rows // n, n, length)
+        if prefix is not None:
+            ones = torch.ones(rows // n, n, self.extra_positions, dtype=mask.dtype,
+                              device=mask.device)  # fmt: skip
+            mask = torch.cat([ones, mask], dim=2)
+        return self.multiplexer(x.view(rows // n, n, x.shape[1], width), mask)
+
+    def _after_encoder(self, module: nn.Module, args: Any, output: Any) -> Any:
+        if self._layout is None:
+            return output
+        hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+        self.last_hidden = hidden
+        if self._raw:
+            return output
+        p = self.extra_positions
+        if not self.token_task:
+            hidden = hidden[:, : p + 1]  # the classification head reads the first position
+        states = self.demultiplexer(hidden)  # [G, N, L', H]
+        states = states.reshape(-1, states.shape[2], states.shape[3])
+        if hasattr(output, "last_hidden_state"):
+            output.last_hidden_state = states
+            return output
+        return (states, *output[1:])
+
+    # ------------------------------------------------------------------ forward
+
+    def combined_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """The union of each group's attention masks, with the prefix positions when present."""
+        groups = mask.shape[0] // self.n
+        union = mask.view(groups, self.n, -1).amax(dim=1)
+        if self.extra_positions:
+            ones = torch.ones(groups, self.extra_positions, dtype=union.dtype, device=union.device)
+            union = torch.cat([ones, union], dim=1)
+        return union
+
+    def run(
+        self,
+        model: EffkitModel,
+        layout: Layout,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        raw: bool = False,
+    ) -> Any:
+        """Run the transformers model on one arrangement; outputs are per slot ``[G * N, ...]``."""
+        ids, mask = input_ids[layout.order], attention_mask[layout.order]
+        kwargs: dict[str, Any] = {}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids[layout.order]
+        self._layout, self._mask, self._raw = layout, mask, raw
+        try:
+            target = backbone(model) if raw else model.hf
+            return target(input_ids=ids, attention_mask=self.combined_mask(mask), **kwargs)
+        finally:
+            self._layout, self._mask, self._raw = None, None, False
+
+    def forward(
+        self,
+        model: EffkitModel,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        batch = input_ids.shape[0]
+        shifts = range(self.n) if self.ensemble and not self.training else range(1)
+        total: torch.Tensor | None = None
+        outputs: Any = None
+        for shift in shifts:
+            layout = plan(batch, self.n, seed=model.inference_seed, shift=shift,
+                          device=input_ids.device)  # fmt: skip
+            self.layout = layout
+            outputs = self.run(model, layout, input_ids, attention_mask, token_type_ids)
+            logits = outputs.logits[layout.first]
+            total = logits if total is None else total + logits
+        assert total is not None
+        outputs.logits = total / len(shifts)
+        return outputs
+
+
+def adapter_of(model: EffkitModel, objective: str) -> MuxAdapter:
+    """The model's multiplexing adapter; an error naming the objective when there is none."""
+    if not isinstance(model.adapter, MuxAdapter):
+        raise ModelError(
+            f"objective '{objective}' trains a multiplexed model: apply the multiplex transform "
+            "in this stage or an earlier one"
+        )
+    return model.adapter

@@ -1,0 +1,254 @@
+"""The training objectives of multiplexed models (MUX-PLMs' three stages).
+
+- ``retrieval``: token-retrieval priming. From the multiplexed encoder output, predict every
+  instance's token at every position. By default one instance is sampled per position (as the
+  reference implementation does) so the vocabulary projection runs once per position, not N
+  times.
+- ``mlm``: multiplexed masked language modelling (MUX-BERT); 15% of each instance's tokens are
+  selected (80% [MASK], 10% random, 10% kept) and only those positions are demultiplexed and
+  projected onto the vocabulary.
+- ``electra``: multiplexed replaced-token detection (MUX-ELECTRA) with a uniform-random
+  generator: 15% of the tokens are replaced by random vocabulary tokens and a discriminator head
+  on every demultiplexed position predicts which.
+- ``mux-task``: the task loss plus an optional auxiliary retrieval loss on the same forward pass.
+
+Priming and pre-training read the task's training split (never validation or test) or a text
+file given as ``text_file`` (one document per line).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from effkit import EffkitModel, Objective, StageContext
+from effkit.objectives import TaskObjective
+
+from .adapter import MuxAdapter, adapter_of
+from .heads import DiscriminatorHead, VocabHead
+
+if TYPE_CHECKING:
+    from .adapter import Layout
+
+INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def _inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: batch[k] for k in INPUT_KEYS if k in batch}
+
+
+def _special_ids(tokenizer: Any) -> list[int]:
+    return sorted({int(i) for i in getattr(tokenizer, "all_special_ids", [])})
+
+
+def _plain_tokens(ids: torch.Tensor, mask: torch.Tensor, tokenizer: Any) -> torch.Tensor:
+    """True where a token is real text (not padding, not a special token)."""
+    plain = mask.bool()
+    for special in _special_ids(tokenizer):
+        plain &= ids != special
+    return plain
+
+
+class _TextObjective(Objective):
+    """Shared reading of unlabelled text: the task's train split or a text file."""
+
+    text_file: str | None = Field(
+        None, description="Text file (one document per line) instead of the task's train split."
+    )
+
+    def features(self, ctx: StageContext) -> list[dict[str, list[int]]]:
+        if self.text_file is None:
+            return super().features(ctx)
+        from effkit.data import encode_texts, read_text_file
+
+        texts = read_text_file(self.text_file)
+        return encode_texts(texts, ctx.tokenizer, "sequence-classification", ctx.max_length)
+
+
+def _ensure_vocab_head(model: EffkitModel, adapter: MuxAdapter) -> None:
+    if adapter.lm_head is None:
+        adapter.lm_head = VocabHead(model).to(next(model.parameters()).device)
+
+
+def retrieval_loss(
+    adapter: MuxAdapter,
+    hidden: torch.Tensor,
+    layout: Layout,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    sample: bool = True,
+) -> tuple[torch.Tensor, float]:
+    """Cross-entropy of retrieving each instance's tokens from the multiplexed states.
+
+    Returns the loss and the token accuracy.
+    """
+    assert adapter.lm_head is not None
+    n, p = adapter.n, adapter.extra_positions
+    groups, length = layout.groups, input_ids.shape[1]
+    ids = input_ids[layout.order].view(groups, n, length)
+    mask = attention_mask[layout.order].view(groups, n, length)
+    if sample:
+        pick = torch.randint(0, n, (groups, length), device=hidden.device)
+        states = adapter.demultiplexer(hidden, pick)  # [G, L, H]
+        targets = ids.gather(1, pick[:, None]).squeeze(1)
+        valid = mask.gather(1, pick[:, None]).squeeze(1).bool()
+    else:
+        states = adapter.demultiplexer(hidden)  # [G, N, L, H]
+        targets, valid = ids, mask.bool()
+    del p
+    logits = adapter.lm_head(states[valid])
+    gold = targets[valid]
+    loss = F.cross_entropy(logits.float(), gold)
+    accuracy = float((logits.argmax(-1) == gold).float().mean()) if gold.numel() else 0.0
+    return loss, accuracy
+
+
+class RetrievalObjective(_TextObjective):
+    """Token-retrieval priming: recover every instance's tokens from the multiplexed output."""
+
+    sample_instances: bool = Field(
+        True, description="Retrieve one sampled instance per position (N times cheaper)."
+    )
+
+    def prepare(self, model: EffkitModel, ctx: StageContext) -> EffkitModel:
+        _ensure_vocab_head(model, adapter_of(model, "retrieval"))
+        return model
+
+    def loss(
+        self, model: EffkitModel, batch: dict[str, torch.Tensor], ctx: StageContext
+    ) -> tuple[torch.Tensor, Any, dict[str, float]]:
+        adapter = adapter_of(model, "retrieval")
+        inputs = _inputs(batch)
+        mask = inputs.get("attention_mask", torch.ones_like(inputs["input_ids"]))
+        from .adapter import plan
+
+        layout = plan(inputs["input_ids"].shape[0], adapter.n, device=mask.device)
+        out = adapter.run(model, layout, inputs["input_ids"], mask,
+                          inputs.get("token_type_ids"), raw=True)  # fmt: skip
+        hidden = out.last_hidden_state
+        loss, accuracy = retrieval_loss(adapter, hidden, layout, inputs["input_ids"], mask,
+                                        sample=self.sample_instances)  # fmt: skip
+        return loss, out, {"retrieval_accuracy": accuracy}
+
+
+class MaskedLMObjective(_TextObjective):
+    """Multiplexed masked language modelling (MUX-BERT)."""
+
+    mask_prob: float = Field(0.15, gt=0, lt=1, description="Share of tokens selected.")
+
+    def prepare(self, model: EffkitModel, ctx: StageContext) -> EffkitModel:
+        _ensure_vocab_head(model, adapter_of(model, "mlm"))
+        return model
+
+    def loss(
+        self, model: EffkitModel, batch: dict[str, torch.Tensor], ctx: StageContext
+    ) -> tuple[torch.Tensor, Any, dict[str, float]]:
+        from .adapter import plan
+
+        adapter = adapter_of(model, "mlm")
+        assert adapter.lm_head is not None
+        inputs = _inputs(batch)
+        ids = inputs["input_ids"]
+        mask = inputs.get("attention_mask", torch.ones_like(ids))
+        tokenizer = ctx.tokenizer
+        chosen = _plain_tokens(ids, mask, tokenizer)
+        chosen &= torch.rand(ids.shape, device=ids.device) < self.mask_prob
+        corrupted = ids.clone()
+        roll = torch.rand(ids.shape, device=ids.device)
+        corrupted[chosen & (roll < 0.8)] = int(tokenizer.mask_token_id)
+        randomised = chosen & (roll >= 0.8) & (roll < 0.9)
+        vocab = int(model.vocab_size)
+        corrupted[randomised] = torch.randint(0, vocab, (int(randomised.sum()),), device=ids.device)
+
+        layout = plan(ids.shape[0], adapter.n, device=ids.device)
+        out = adapter.run(model, layout, corrupted, mask, inputs.get("token_type_ids"), raw=True)
+        hidden = out.last_hidden_state  # [G, P + L, H]
+        n, p = adapter.n, adapter.extra_positions
+        picked = chosen[layout.order].view(layout.groups, n, -1)
+        group, slot, position = picked.nonzero(as_tuple=True)
+        if group.numel() == 0:
+            zero = hidden.sum() * 0.0
+            return zero, out, {"mlm_accuracy": 0.0}
+        # one row per masked token: the group's prefix (if any) and the token's state
+        rows = torch.cat([hidden[group, :p], hidden[group, p + position][:, None]], dim=1)
+        states = adapter.demultiplexer(rows, slot[:, None])[:, 0]
+        gold = ids[layout.order].view(layout.groups, n, -1)[group, slot, position]
+        logits = adapter.lm_head(states)
+        loss = F.cross_entropy(logits.float(), gold)
+        accuracy = float((logits.argmax(-1) == gold).float().mean())
+        return loss, out, {"mlm_accuracy": accuracy}
+
+
+class ElectraObjective(_TextObjective):
+    """Multiplexed replaced-token detection with a uniform-random generator (MUX-ELECTRA)."""
+
+    replace_prob: float = Field(0.15, gt=0, lt=1, description="Share of tokens replaced.")
+
+    def prepare(self, model: EffkitModel, ctx: StageContext) -> EffkitModel:
+        adapter = adapter_of(model, "electra")
+        if adapter.electra_head is None:
+            adapter.electra_head = DiscriminatorHead(model).to(next(model.parameters()).device)
+        return model
+
+    def loss(
+        self, model: EffkitModel, batch: dict[str, torch.Tensor], ctx: StageContext
+    ) -> tuple[torch.Tensor, Any, dict[str, float]]:
+        from .adapter import plan
+
+        adapter = adapter_of(model, "electra")
+        assert adapter.electra_head is not None
+        inputs = _inputs(batch)
+        ids = inputs["input_ids"]
+        mask = inputs.get("attention_mask", torch.ones_like(ids))
+        plain = _plain_tokens(ids, mask, ctx.tokenizer)
+        chosen = plain & (torch.rand(ids.shape, device=ids.device) < self.replace_prob)
+        corrupted = ids.clone()
+        random_ids = torch.randint(0, int(model.vocab_size), (int(chosen.sum()),),
+                                   device=ids.device)  # fmt: skip
+        corrupted[chosen] = random_ids
+        replaced = corrupted != ids  # a random draw of the same token is not a replacement
+
+        layout = plan(ids.shape[0], adapter.n, device=ids.device)
+        out = adapter.run(model, layout, corrupted, mask, inputs.get("token_type_ids"), raw=True)
+        states = adapter.demultiplexer(out.last_hidden_state)  # [G, N, L, H]
+        logits = adapter.electra_head(states)  # [G, N, L]
+        valid = mask[layout.order].view(logits.shape).bool()
+        target = replaced[layout.order].view(logits.shape).float()
+        loss = F.binary_cross_entropy_with_logits(logits[valid].float(), target[valid])
+        accuracy = float(((logits[valid] > 0).float() == target[valid]).float().mean())
+        return loss, out, {"electra_accuracy": accuracy}
+
+
+class MuxTaskObjective(TaskObjective):
+    """Task fine-tuning of a multiplexed model, with an optional auxiliary retrieval loss."""
+
+    selects_on_validation: ClassVar[bool] = True
+    retrieval_weight: float = Field(
+        0.0, ge=0, description="Weight of the auxiliary token-retrieval loss (0: off)."
+    )
+
+    def prepare(self, model: EffkitModel, ctx: StageContext) -> EffkitModel:
+        adapter = adapter_of(model, "mux-task")
+        if self.retrieval_weight > 0:
+            _ensure_vocab_head(model, adapter)
+        return model
+
+    def loss(
+        self, model: EffkitModel, batch: dict[str, torch.Tensor], ctx: StageContext
+    ) -> tuple[torch.Tensor, Any, dict[str, float]]:
+        loss, outputs, logs = super().loss(model, batch, ctx)
+        if self.retrieval_weight <= 0:
+            return loss, outputs, logs
+        adapter = adapter_of(model, "mux-task")
+        assert adapter.last_hidden is not None and adapter.layout is not None
+        inputs = _inputs(batch)
+        mask = inputs.get("attention_mask", torch.ones_like(inputs["input_ids"]))
+        aux, accuracy = retrieval_loss(adapter, adapter.last_hidden, adapter.layout,
+                                       inputs["input_ids"], mask)  # fmt: skip
+        return loss + self.retrieval_weight * aux, outputs, {
+            **logs, "retrieval": float(aux.detach()), "retrieval_accuracy": accuracy,
+        }  # fmt: skip

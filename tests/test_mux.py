@@ -1,0 +1,223 @@
+"""Data multiplexing: one prediction per input in input order, every mux/demux, save and load."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from effkit import load, load_model, save
+from effkit.data import DataConfig, load_task_data
+from effkit.errors import ModelError
+from effkit.runner import fit, stack
+from effkit.train import TrainConfig
+from effkit_mux import Multiplex, plan
+
+LABELS = ["O", "B-x", "I-x"]
+
+
+def tiny(task: str = "sequence-classification", **mux):
+    torch.manual_seed(0)
+    model = load_model("preset:tiny", task=task, labels=LABELS).eval()
+    return stack(model, [Multiplex(**mux)]) if mux else model
+
+
+def batch(size: int, length: int = 10, seed: int = 0) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1000, 5000, (size, length), generator=gen)
+    mask = torch.ones_like(ids)
+    lengths = torch.randint(3, length + 1, (size,), generator=gen)
+    for row, n in enumerate(lengths.tolist()):
+        mask[row, n:] = 0
+        ids[row, n:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+@settings(max_examples=40, deadline=None)
+@given(size=st.integers(1, 40), n=st.integers(1, 12), seed=st.integers(0, 3) | st.none(),
+       shift=st.integers(0, 11))  # fmt: skip
+def test_plan_gives_every_input_exactly_one_slot(size, n, seed, shift):
+    layout = plan(size, n, seed=seed, shift=shift % n)
+    assert layout.order.shape == (layout.groups * n,)
+    assert layout.groups == -(-size // n)
+    # every input's chosen slot holds that input, and every input is somewhere
+    assert torch.equal(layout.order[layout.first], torch.arange(size))
+    assert set(layout.order.tolist()) == set(range(size))
+    # a group only holds its own members (filler slots copy members of the same group)
+    groups = layout.order.view(layout.groups, n)
+    members = [set(g.tolist()) for g in groups]
+    assert sum(len(m) for m in members) == size
+
+
+@pytest.mark.parametrize("task", ["sequence-classification", "token-classification"])
+@pytest.mark.parametrize("mux", ["gaussian", "binary", "orthogonal", "contextual"])
+@pytest.mark.parametrize("demux", ["rsa", "prefix"])
+def test_each_input_gets_its_own_output_in_order(task, mux, demux):
+    model = tiny(task, n=3, mux=mux, demux=demux)
+    inputs = batch(7)
+    with torch.inference_mode():
+        logits = model(**inputs).logits
+        expected = (7, 3) if task.startswith("sequence") else (7, 10, 3)
+        assert logits.shape == expected
+        # the last group holds input 6 alone (with copies); run it on its own: same output
+        alone = model(**{k: v[6:7] for k, v in inputs.items()}).logits
+        assert torch.allclose(logits[6], alone[0], atol=1e-5)
+        # a group's outputs do not depend on the other groups in the batch
+        first_group = model(**{k: v[:3] for k, v in inputs.items()}).logits
+        assert torch.allclose(logits[:3], first_group, atol=1e-5)
+
+
+@settings(max_examples=15, deadline=None)
+@given(size=st.integers(1, 23), n=st.sampled_from([1, 2, 5, 10]))
+def test_any_batch_size_gives_one_row_per_input(size, n):
+    model = tiny(n=n)
+    with torch.inference_mode():
+        assert model(**batch(size)).logits.shape == (size, 3)
+
+
+def test_padding_instances_never_change_results():
+    model = tiny(n=4)
+    inputs = batch(5)
+    with torch.inference_mode():
+        full = model(**inputs).logits
+        # input 4 sits alone in the second group; extra rows of another group change nothing
+        more = model(**{k: torch.cat([v, v[:3]]) for k, v in inputs.items()}).logits
+    assert torch.allclose(full[:4], more[:4], atol=1e-5)
+
+
+def test_attention_masks_are_combined_as_their_union():
+    model = tiny(n=2)
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 0], [1, 0, 0, 0], [1, 0, 0, 0]])
+    union = model.adapter.combined_mask(mask)
+    assert union.tolist() == [[1, 1, 1, 0], [1, 0, 0, 0]]
+
+
+def test_segment_ids_reach_the_encoder():
+    model = tiny(n=2)
+    inputs = batch(4)
+    with torch.inference_mode():
+        plain = model(**inputs).logits
+        pairs = model(**inputs, token_type_ids=(torch.arange(10) > 4).long().expand(4, 10)).logits
+    assert not torch.allclose(plain, pairs)
+
+
+def test_grouping_seed_changes_groups_but_not_the_mapping():
+    model = tiny(n=2)
+    inputs = batch(6)
+    with torch.inference_mode():
+        a = model(**inputs).logits
+        model.inference_seed = 3
+        b = model(**inputs).logits
+        layout = plan(6, 2, seed=3)
+        # input 0's partner under seed 3; run that pair alone in the same slots
+        group = layout.order.view(3, 2)[(layout.first[0] // 2).item()]
+        pair = {k: v[group] for k, v in inputs.items()}
+        model.inference_seed = None
+        alone = model(**pair).logits
+    position = group.tolist().index(0)
+    assert torch.allclose(b[0], alone[position], atol=1e-5)
+    assert not torch.allclose(a, b)
+
+
+def test_ensembling_averages_every_slot():
+    model = tiny(n=3, ensemble=True)
+    inputs = batch(3)
+    with torch.inference_mode():
+        averaged = model(**inputs).logits
+        model.adapter.ensemble = False
+        rows = []
+        for shift in range(3):
+            layout = plan(3, 3, shift=shift)
+            out = model.adapter.run(model, layout, inputs["input_ids"], inputs["attention_mask"])
+            rows.append(out.logits[layout.first])
+    assert torch.allclose(averaged, torch.stack(rows).mean(0), atol=1e-5)
+
+
+@pytest.mark.parametrize("mux", ["gaussian", "orthogonal", "contextual"])
+@pytest.mark.parametrize("demux", ["rsa", "prefix"])
+def test_save_and_load_give_the_same_function(tmp_path, mux, demux):
+    model = tiny("token-classification", n=2, mux=mux, demux=demux)
+    save(model, tmp_path / "m")
+    back = load(tmp_path / "m")
+    inputs = batch(5)
+    with torch.inference_mode():
+        assert torch.equal(model(**inputs).logits, back(**inputs).logits)
+    assert torch.equal(model.adapter.multiplexer.keys, back.adapter.multiplexer.keys)
+
+
+def test_multiplex_applies_once():
+    model = tiny(n=2)
+    with pytest.raises(ModelError, match="applies once"):
+        stack(model, [Multiplex(n=2)])
+
+
+def test_n_must_be_positive():
+    with pytest.raises(ValueError):
+        Multiplex(n=0)
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return load_task_data(DataConfig(source="builtin:synthetic", max_length=24),
+                          "sequence-classification")  # fmt: skip
+
+
+@pytest.mark.parametrize("objective", ["retrieval", "mlm", "electra"])
+def test_pretraining_objectives_train_and_leave_a_loadable_model(tmp_path, synthetic, objective):
+    torch.manual_seed(0)
+    model = load_model("preset:tiny", labels=synthetic.labels)
+    model.max_length = 24
+    model, record = fit(model, data=synthetic, transforms=[Multiplex(n=2)], objective=objective,
+                        train=TrainConfig(steps=4, batch_size=8, lr=1e-3, log_every=1),
+                        progress=False)  # fmt: skip
+    history = record["train"]["history"]
+    assert len(history) == 4 and all(row["loss"] > 0 for row in history)
+    assert any(key.endswith("accuracy") for key in history[0])
+    save(model, tmp_path / "m")
+    back = load(tmp_path / "m")
+    inputs = batch(4)
+    with torch.inference_mode():
+        assert torch.equal(model(**inputs).logits, back(**inputs).logits)
+
+
+def test_retrieval_priming_learns_to_recover_tokens(synthetic):
+    torch.manual_seed(0)
+    model = load_model("preset:tiny", labels=synthetic.labels)
+    model.max_length = 24
+    _, record = fit(model, data=synthetic, transforms=[Multiplex(n=2)], objective="retrieval",
+                    train=TrainConfig(steps=60, batch_size=16, lr=3e-3, log_every=10),
+                    progress=False)  # fmt: skip
+    history = record["train"]["history"]
+    assert history[-1]["loss"] < history[0]["loss"] * 0.7
+    assert history[-1]["retrieval_accuracy"] > history[0]["retrieval_accuracy"]
+
+
+def test_task_fine_tuning_with_auxiliary_retrieval(synthetic):
+    from effkit_mux import MuxTaskObjective
+
+    torch.manual_seed(0)
+    model = load_model("preset:tiny", labels=synthetic.labels)
+    model = stack(model, [Multiplex(n=2)])
+    model, record = fit(
+        model,
+        data=synthetic,
+        objective=MuxTaskObjective(retrieval_weight=0.5),
+        train=TrainConfig(steps=3, batch_size=8, log_every=1),
+        progress=False,
+    )
+    assert "retrieval" in record["train"]["history"][0]
+    assert "accuracy" in record["validation"]
+
+
+def test_objectives_need_a_multiplexed_model(synthetic):
+    model = load_model("preset:tiny", labels=synthetic.labels)
+    with pytest.raises(ModelError, match="apply the multiplex transform"):
+        fit(model, data=synthetic, objective="retrieval", train=TrainConfig(steps=1),
+            progress=False)  # fmt: skip
+
+
+def test_odd_batch_sizes_train(synthetic):
+    model = load_model("preset:tiny", labels=synthetic.labels)
+    fit(model, data=synthetic, transforms=[Multiplex(n=3)], objective="mux-task",
+        train=TrainConfig(steps=2, batch_size=7), progress=False)  # fmt: skip

@@ -47,6 +47,10 @@ class Multiplex(Transform):
     )
     demux_depth: int = Field(2, ge=1, le=8, description="Layers of the demultiplexer MLP.")
     key_seed: int = Field(0, description="Seed of the fixed multiplexer keys.")
+    pooling: Literal["first", "mean"] = Field(
+        "first", description="Sequence tasks: demultiplex the first position only (the paper), "
+        "or every position and average each instance's own tokens (slower at large N).",
+    )  # fmt: skip
     ensemble: bool = Field(
         False, description="At inference, run each input in all N slots and average the logits."
     )
@@ -64,7 +68,7 @@ class Multiplex(Transform):
             log.warning("the prefix demultiplexer is known to fail on token tasks at N >= 5")
         adapter = MuxAdapter(
             model, n=self.n, mux=self.mux, demux=self.demux, demux_depth=self.demux_depth,
-            key_seed=self.key_seed,
+            key_seed=self.key_seed, pooling=self.pooling,
         )  # fmt: skip
         adapter.ensemble = self.ensemble
         adapter.to(next(model.parameters()).device).train(model.training)
@@ -93,6 +97,7 @@ class Multiplex(Transform):
             "n": self.n,
             "mux": self.mux,
             "demux": self.demux,
+            "pooling": self.pooling,
             "ensemble": self.ensemble,
             "parameters_added": added,
         }

@@ -14,7 +14,8 @@ inputs it
 The attention masks of a group are combined (their union), so the encoder never attends to a
 position that is padding in every instance; segment ids go through the embeddings per
 instance, so sentence pairs keep them. Sequence tasks demultiplex only the first position (the
-one the classification head reads); token tasks demultiplex every position.
+one the classification head reads), or with ``pooling="mean"`` every position of the instance,
+averaged into the position the head reads; token tasks demultiplex every position.
 
 In ensembling mode every input is run N times, in each of the N slots of its group (the slots
 are rotated), and the N logits are averaged.
@@ -94,10 +95,12 @@ class MuxAdapter(nn.Module):
         demux: str,
         demux_depth: int,
         key_seed: int,
+        pooling: str = "first",
     ) -> None:
         super().__init__()
         config = model.hf.config
         self.n = n
+        self.pooling = pooling
         self.token_task = model.task.type == "token-classification"
         width, hidden = embedding_width(model), int(config.hidden_size)
         heads = int(getattr(config, "num_attention_heads", 1))
@@ -152,10 +155,15 @@ class MuxAdapter(nn.Module):
         if self._raw:
             return output
         p = self.extra_positions
-        if not self.token_task:
+        if not self.token_task and self.pooling == "first":
             hidden = hidden[:, : p + 1]  # the classification head reads the first position
         states = self.demultiplexer(hidden)  # [G, N, L', H]
         states = states.reshape(-1, states.shape[2], states.shape[3])
+        if not self.token_task and self.pooling == "mean":
+            assert self._mask is not None
+            weights = self._mask.to(states.dtype)[..., None]  # each instance's own tokens
+            pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+            states = pooled[:, None]  # the head reads position 0: put the mean there
         if hasattr(output, "last_hidden_state"):
             output.last_hidden_state = states
             return output

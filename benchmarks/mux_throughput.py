@@ -1,0 +1,84 @@
+"""Throughput of multiplexed models against the same backbone at N=1 (MUX-PLMs protocol).
+
+For each N, the backbone is wrapped with ``Multiplex(n=N)`` and measured interleaved with the
+unmultiplexed backbone in one process: a batch is 128 *inputs* of 128 tokens, so a model with
+N=10 runs ceil(128/10) = 13 rows and its ceiling is 128/13 = 9.85x. Throughput depends on the
+shapes, not on trained weights, so freshly initialised heads are measured.
+
+    python benchmarks/mux_throughput.py                       # sequence classification
+    python benchmarks/mux_throughput.py --task token-classification
+    python benchmarks/mux_throughput.py --ns 2 5 --trials 5 --json mux.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+import torch
+
+from effkit.bench import BenchConfig, benchmark, resolve_device
+from effkit.models import load_model
+from effkit.runner import stack
+from effkit_mux import Multiplex
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="builtin:minilm-l6")
+    parser.add_argument("--task", default="sequence-classification",
+                        choices=["sequence-classification", "token-classification"])
+    parser.add_argument("--ns", type=int, nargs="+", default=[2, 5, 10])
+    parser.add_argument("--mux", default="gaussian")
+    parser.add_argument("--demux", default="rsa")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--warmup", type=int, default=None)
+    parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--batches", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", dest="json_out", default=None)
+    args = parser.parse_args(argv)  # fmt: skip
+
+    device = resolve_device(args.device)
+    labels = ["O", "B-x", "I-x", "B-y", "I-y"]
+    torch.manual_seed(0)
+    models = {"N=1": load_model(args.model, task=args.task, labels=labels).to(device).eval()}
+    for n in args.ns:
+        base = load_model(args.model, task=args.task, labels=labels).eval()
+        mux = Multiplex(n=n, mux=args.mux, demux=args.demux)
+        models[f"N={n}"] = stack(base, [mux]).to(device).eval()
+    cfg = BenchConfig(batch_size=args.batch_size, seq_len=args.seq_len, warmup=args.warmup,
+                      trials=args.trials, batches=args.batches, threads=args.threads,
+                      device=args.device)  # fmt: skip
+    reference = models["N=1"]
+    result = benchmark(models, cfg, vocab_size=reference.vocab_size, baseline="N=1",
+                       type_vocab_size=reference.type_vocab_size)  # fmt: skip
+    data = result.to_dict()
+    s, env = data["settings"], data["environment"]
+    print(f"{args.model}, {args.task}, mux={args.mux}, demux={args.demux}; batch "
+          f"{s['batch_size']} inputs x {s['seq_len']} tokens on {s['device']} "
+          f"({env.get('cuda_device') or env.get('cpu')}), {s['threads']} threads, warm-up "
+          f"{s['warmup']}, median of {s['trials']} trials x {s['batches']} batches, "
+          f"torch {env['torch']}")  # fmt: skip
+    print()
+    print("| N | rows per batch | samples/s | ratio | ceiling | share of ceiling |")
+    print("|---|---|---|---|---|---|")
+    for name, timing in data["timings"].items():
+        n = int(name.split("=")[1])
+        rows = math.ceil(s["batch_size"] / n)
+        ceiling = s["batch_size"] / rows
+        ratio = data["ratios"][name]
+        print(f"| {n} | {rows} | {timing['samples_per_s']:.1f} | {ratio:.2f}x | "
+              f"{ceiling:.2f}x | {ratio / ceiling:.3f} |")  # fmt: skip
+    if args.json_out:
+        with open(args.json_out, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

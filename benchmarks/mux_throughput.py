@@ -28,8 +28,11 @@ from effkit_mux import Multiplex
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="builtin:minilm-l6")
-    parser.add_argument("--task", default="sequence-classification",
-                        choices=["sequence-classification", "token-classification"])
+    parser.add_argument(
+        "--task",
+        default="sequence-classification",
+        choices=["sequence-classification", "token-classification"],
+    )
     parser.add_argument("--ns", type=int, nargs="+", default=[2, 5, 10])
     parser.add_argument("--mux", default="gaussian")
     parser.add_argument("--demux", default="rsa")

@@ -24,7 +24,7 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 out = Console()
-_state = {"debug": False}
+_state = {"debug": False, "quiet": False}
 
 SetOption = Annotated[
     list[str] | None,
@@ -38,6 +38,7 @@ def _main(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
 ) -> None:
     _state["debug"] = debug
+    _state["quiet"] = quiet
     _setup_logging(logging.WARNING if quiet else logging.INFO)
 
 
@@ -97,15 +98,19 @@ def apply(
     run_dir: Annotated[
         Path | None, typer.Option(help="Run folder (default runs/RECIPE-NAME).")
     ] = None,
-    no_cache: Annotated[bool, typer.Option(help="Do not reuse stages from the cache.")] = False,
-    no_bench: Annotated[bool, typer.Option(help="Skip the benchmark.")] = False,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Do not reuse stages from the cache.")
+    ] = False,
+    no_bench: Annotated[bool, typer.Option("--no-bench", help="Skip the benchmark.")] = False,
 ) -> None:
     """Run a recipe: stages, evaluation, benchmark, report. Re-running resumes."""
     from effkit.recipe import load_recipe
     from effkit.runner import Runner
 
     spec = load_recipe(recipe, set_ or [])
-    result = Runner(spec, run_dir, cache=not no_cache, benchmark=not no_bench).run()
+    result = Runner(
+        spec, run_dir, cache=not no_cache, benchmark=not no_bench, progress=not _state["quiet"]
+    ).run()
     if result.metrics:
         out.print(_metrics_table(result.metrics, f"{spec.name}: task metrics"))
     if result.bench:
@@ -245,6 +250,7 @@ def eval_(
         cfg = DataConfig.model_validate(fields)
     except Exception as exc:
         raise RecipeError(f"data options: {exc}") from None
+    model.max_length = cfg.max_length
     task_data = load_task_data(cfg, model.task.type, model.task.labels)
     metrics = {
         s: evaluate_examples(model, task_data.splits[s], batch_size=batch_size, progress=s)
@@ -289,8 +295,10 @@ def main(argv: list[str] | None = None) -> None:
     except EffkitError as exc:
         if _state["debug"]:
             raise
-        console.print(f"[bold red]{exc.kind}:[/bold red] {exc.render()}", highlight=False,
-                      soft_wrap=True)  # fmt: skip
+        from rich.markup import escape
+
+        console.print(f"[bold red]{exc.kind}:[/bold red] {escape(exc.render())}",
+                      highlight=False, soft_wrap=True)  # fmt: skip
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("interrupted: run the same command again to resume where it stopped")

@@ -62,7 +62,9 @@ def _build_plugin(group: str, spec: Any, loc: Loc) -> Any:
     try:
         return cls.model_validate(fields)
     except ValidationError as exc:
-        err = exc.errors()[0]
+        errors = exc.errors()
+        # a misspelt field shows up as "unknown" and "missing": the unknown one explains both
+        err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         hint = None
         if err["type"] == "extra_forbidden":
             hint = did_you_mean(str(err["loc"][-1]), list(cls.model_fields))
@@ -92,8 +94,9 @@ class StageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(description="Unique stage name; addressed by --set stages.NAME....")
-    transforms: list[dict[str, Any]] = Field(
-        default_factory=list, description="Transforms, each {name: PLUGIN, field: value, ...}."
+    transforms: list[str | dict[str, Any]] = Field(
+        default_factory=list,
+        description="Transforms, each a name or {name: PLUGIN, field: value, ...}.",
     )
     objective: str | dict[str, Any] = Field(
         "task", description="Training objective: a name or {name: PLUGIN, field: value}."

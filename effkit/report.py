@@ -19,7 +19,7 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
 
     def cell(value: Any) -> str:
         if isinstance(value, float):
-            return f"{value:.4f}" if abs(value) < 10 else f"{value:,.1f}"
+            return f"{value:.4f}" if abs(value) < 1 else f"{value:,.2f}"
         if isinstance(value, int):
             return f"{value:,}"
         return "" if value is None else str(value)

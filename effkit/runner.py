@@ -146,7 +146,8 @@ def fit(
     model = objective.cleanup(model, ctx)
     for transform in transforms:
         model = transform.finalize(model, ctx)
-        model.transforms.append(transform)
+        if transform.recorded:
+            model.transforms.append(transform)
     record: dict[str, Any] = {
         "train": result.to_dict(),
         "transforms": [{"name": t.registered_name(), **t.describe()} for t in transforms],
@@ -170,7 +171,8 @@ def stack(model: EffkitModel, transforms: list[Transform], *, finalize: bool = T
         model = transform.apply(model, ctx)
         if finalize:
             model = transform.finalize(model, ctx)
-            model.transforms.append(transform)
+            if transform.recorded:
+                model.transforms.append(transform)
     return model
 
 

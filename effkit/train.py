@@ -190,8 +190,8 @@ def build_optimizer(
         seen.add(id(param))
         (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
     groups: list[dict[str, Any]] = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": decay, "weight_decay": cfg.weight_decay, "clip": True},
+        {"params": no_decay, "weight_decay": 0.0, "clip": True},
         *({"weight_decay": 0.0, **group} for group in extra),
     ]
     groups = [g for g in groups if g["params"]]
@@ -359,7 +359,7 @@ def train_stage(
     model.train()
     optimizer, scheduler = build_optimizer(model, transforms, cfg)
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    clip = [p for group in optimizer.param_groups[:2] for p in group["params"]]
+    clip = [p for group in optimizer.param_groups if group.get("clip") for p in group["params"]]
     pad_id = getattr(ctx.tokenizer, "pad_token_id", 0) or 0
     collate = Collator(pad_token_id=pad_id)
 

@@ -73,6 +73,10 @@ class Transform(BaseModel):
 
     name: ClassVar[str] = ""
     """Registry name, set when the class is loaded through the registry."""
+    recorded: ClassVar[bool] = True
+    """Whether a finalized model remembers this transform (and replays it on load). A transform
+    that leaves nothing behind in the model's structure (freezing, a training-only loss) sets
+    False, so the saved model loads without its plugin installed."""
 
     def apply(self, model: EffkitModel, ctx: StageContext) -> EffkitModel:
         """Change the model's structure at the start of a stage; return the (new) model."""

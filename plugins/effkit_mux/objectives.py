@@ -81,10 +81,12 @@ def retrieval_loss(
     attention_mask: torch.Tensor,
     *,
     sample: bool = True,
+    fraction: float = 1.0,
 ) -> tuple[torch.Tensor, float]:
     """Cross-entropy of retrieving each instance's tokens from the multiplexed states.
 
-    Returns the loss and the token accuracy.
+    ``fraction`` < 1 scores a random share of the positions only: the vocabulary projection
+    dominates the cost of a step. Returns the loss and the token accuracy.
     """
     assert adapter.lm_head is not None
     n, p = adapter.n, adapter.extra_positions
@@ -100,6 +102,8 @@ def retrieval_loss(
         states = adapter.demultiplexer(hidden)  # [G, N, L, H]
         targets, valid = ids, mask.bool()
     del p
+    if fraction < 1.0:
+        valid = valid & (torch.rand(valid.shape, device=valid.device) < fraction)
     logits = adapter.lm_head(states[valid])
     gold = targets[valid]
     loss = F.cross_entropy(logits.float(), gold)
@@ -112,6 +116,9 @@ class RetrievalObjective(_TextObjective):
 
     sample_instances: bool = Field(
         True, description="Retrieve one sampled instance per position (N times cheaper)."
+    )
+    position_fraction: float = Field(
+        1.0, gt=0, le=1, description="Share of positions scored per step (cheaper steps)."
     )
 
     def prepare(self, model: EffkitModel, ctx: StageContext) -> EffkitModel:
@@ -131,7 +138,8 @@ class RetrievalObjective(_TextObjective):
                           inputs.get("token_type_ids"), raw=True)  # fmt: skip
         hidden = out.last_hidden_state
         loss, accuracy = retrieval_loss(adapter, hidden, layout, inputs["input_ids"], mask,
-                                        sample=self.sample_instances)  # fmt: skip
+                                        sample=self.sample_instances,
+                                        fraction=self.position_fraction)  # fmt: skip
         return loss, out, {"retrieval_accuracy": accuracy}
 
 
@@ -230,6 +238,9 @@ class MuxTaskObjective(TaskObjective):
     retrieval_weight: float = Field(
         0.0, ge=0, description="Weight of the auxiliary token-retrieval loss (0: off)."
     )
+    position_fraction: float = Field(
+        0.25, gt=0, le=1, description="Share of positions the auxiliary retrieval scores."
+    )
 
     def prepare(self, model: EffkitModel, ctx: StageContext) -> EffkitModel:
         adapter = adapter_of(model, "mux-task")
@@ -248,7 +259,8 @@ class MuxTaskObjective(TaskObjective):
         inputs = _inputs(batch)
         mask = inputs.get("attention_mask", torch.ones_like(inputs["input_ids"]))
         aux, accuracy = retrieval_loss(adapter, adapter.last_hidden, adapter.layout,
-                                       inputs["input_ids"], mask)  # fmt: skip
+                                       inputs["input_ids"], mask,
+                                       fraction=self.position_fraction)  # fmt: skip
         return loss + self.retrieval_weight * aux, outputs, {
             **logs, "retrieval": float(aux.detach()), "retrieval_accuracy": accuracy,
         }  # fmt: skip

@@ -221,3 +221,29 @@ def test_odd_batch_sizes_train(synthetic):
     model = load_model("preset:tiny", labels=synthetic.labels)
     fit(model, data=synthetic, transforms=[Multiplex(n=3)], objective="mux-task",
         train=TrainConfig(steps=2, batch_size=7), progress=False)  # fmt: skip
+
+
+@pytest.mark.parametrize(("mux", "demux"), [("gaussian", "rsa"), ("orthogonal", "prefix"),
+                                            ("binary", "prefix")])  # fmt: skip
+def test_hidden_pruning_keeps_what_masking_computed(mux, demux):
+    model = tiny(n=2, mux=mux, demux=demux)
+    adapter = model.adapter
+    kept = torch.tensor([0, 1, 2, 5, 9, 20, 33, 40])
+    positions = 5 + adapter.extra_positions
+    h = torch.randn(3, positions, 64)
+    x = torch.randn(3, 2, positions, 64)
+    masked_h, masked_x = torch.zeros_like(h), torch.zeros_like(x)
+    masked_h[..., kept], masked_x[..., kept] = h[..., kept], x[..., kept]
+    with torch.inference_mode():
+        before_demux = adapter.demultiplexer(masked_h)[..., kept]
+        before_mux = adapter.multiplexer(masked_x, None)[..., kept]
+    adapter.prune_hidden(kept)
+    with torch.inference_mode():
+        assert torch.allclose(before_demux, adapter.demultiplexer(h[..., kept]), atol=1e-5)
+        assert torch.allclose(before_mux, adapter.multiplexer(x[..., kept], None), atol=1e-5)
+
+
+def test_hidden_pruning_refuses_the_contextual_multiplexer():
+    model = tiny(n=2, mux="contextual")
+    with pytest.raises(ModelError, match="ContextualMux"):
+        model.adapter.prune_hidden(torch.arange(8))

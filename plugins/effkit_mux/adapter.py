@@ -124,6 +124,24 @@ class MuxAdapter(nn.Module):
     def extra_positions(self) -> int:
         return int(getattr(self.demultiplexer, "extra_positions", 0))
 
+    def prune_hidden(self, kept: torch.Tensor) -> None:
+        """Follow hidden-dimension pruning: keep only the ``kept`` embedding/hidden dimensions.
+
+        The multiplexer keys and the demultiplexer's input and output are sliced so that the
+        model computes what it computed with those dimensions masked to zero. The pre-training
+        heads (vocabulary, discriminator) are dropped: inference does not use them.
+        """
+        for part in (self.multiplexer, self.demultiplexer):
+            if not hasattr(part, "prune_hidden"):
+                raise ModelError(
+                    f"hidden-dimension pruning does not support the {type(part).__name__} "
+                    "of a multiplexed model; prune heads and FFN dimensions only"
+                )
+        self.multiplexer.prune_hidden(kept)
+        self.demultiplexer.prune_hidden(kept)
+        self.lm_head = None
+        self.electra_head = None
+
     def detach_hooks(self) -> None:
         """Remove the hooks from the transformers model (the model runs unmultiplexed again)."""
         for hook in self._hooks:

@@ -21,7 +21,20 @@ import torch
 from torch import nn
 
 
+def _input_columns(linear: nn.Linear, kept: torch.Tensor) -> nn.Linear:
+    """A copy of ``linear`` that reads only the ``kept`` input features."""
+    weight = linear.weight.data[:, kept]
+    out = nn.Linear(len(kept), weight.shape[0], bias=linear.bias is not None,
+                    device=weight.device, dtype=weight.dtype)  # fmt: skip
+    out.weight.data.copy_(weight)
+    if linear.bias is not None:
+        out.bias.data.copy_(linear.bias.data)
+    return out
+
+
 class _KeyedMLP(nn.Module):
+    output_index: torch.Tensor | None
+
     def __init__(self, hidden: int, depth: int) -> None:
         super().__init__()
         self.from_hidden = nn.Linear(hidden, hidden)
@@ -30,10 +43,22 @@ class _KeyedMLP(nn.Module):
         for _ in range(depth - 1):
             blocks += [nn.Linear(hidden, hidden), nn.GELU(), nn.LayerNorm(hidden)]
         self.rest = nn.Sequential(*blocks)
+        self.register_buffer("output_index", None)  # set by hidden-dimension pruning
 
     def forward(self, h: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """``h`` and ``keys`` broadcast against each other; the result has their joint shape."""
-        return self.rest(self.from_hidden(h) + self.from_key(keys))
+        out = self.rest(self.from_hidden(h) + self.from_key(keys))
+        return out if self.output_index is None else out[..., self.output_index]
+
+    def prune_hidden(self, kept: torch.Tensor, keys_too: bool = False) -> None:
+        """Read only the kept hidden dimensions and emit only those; the MLP's own width stays.
+
+        ``keys_too``: the keys are hidden states as well (prefix keys) and lose the same columns.
+        """
+        self.from_hidden = _input_columns(self.from_hidden, kept)
+        if keys_too:
+            self.from_key = _input_columns(self.from_key, kept)
+        self.output_index = kept.clone().to(self.from_hidden.weight.device)
 
 
 class RSADemux(nn.Module):
@@ -49,6 +74,9 @@ class RSADemux(nn.Module):
 
     def prefix(self, slots: torch.Tensor) -> torch.Tensor | None:
         return None
+
+    def prune_hidden(self, kept: torch.Tensor) -> None:
+        self.mlp.prune_hidden(kept)
 
     def forward(self, h: torch.Tensor, instance: torch.Tensor | None = None) -> torch.Tensor:
         keys = self.keys.to(h.dtype)
@@ -74,6 +102,10 @@ class PrefixDemux(nn.Module):
         ids = torch.full((slots.shape[0], n), n, dtype=torch.long, device=slots.device)
         ids.scatter_(1, slots[:, None], slots[:, None])
         return self.tokens[ids]
+
+    def prune_hidden(self, kept: torch.Tensor) -> None:
+        self.tokens = nn.Parameter(self.tokens.data[:, kept].clone())
+        self.mlp.prune_hidden(kept, keys_too=True)
 
     def forward(self, h: torch.Tensor, instance: torch.Tensor | None = None) -> torch.Tensor:
         keys, body = h[:, : self.n], h[:, self.n :]

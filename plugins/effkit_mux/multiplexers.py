@@ -31,6 +31,9 @@ class HadamardMux(nn.Module):
         keys = self.keys.to(x.dtype)
         return (x * keys[None, :, None, :]).mean(dim=1)
 
+    def prune_hidden(self, kept: torch.Tensor) -> None:
+        self.keys = self.keys[:, kept].clone()
+
 
 def gaussian_mux(n: int, width: int, seed: int) -> HadamardMux:
     """T-MUX: keys v_i ~ N(0, I) (eq. 1-2)."""
@@ -67,6 +70,9 @@ class OrthogonalMux(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return torch.einsum("gnle,nef->glf", x, self.keys.to(x.dtype)) / x.shape[1]
+
+    def prune_hidden(self, kept: torch.Tensor) -> None:
+        self.keys = self.keys[:, kept][:, :, kept].clone()
 
 
 class ContextualMux(nn.Module):

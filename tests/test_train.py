@@ -1,0 +1,56 @@
+"""The training loop: data order, gradient accumulation, schedules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from effkit.data import DataConfig, load_task_data
+from effkit.models import load_model
+from effkit.runner import fit
+from effkit.train import TrainConfig, _lr_lambda, batch_indices
+
+
+def test_batches_cover_each_epoch_once_and_repeat_exactly():
+    n, size = 10, 4
+    stream = [i for step in range(5) for i in batch_indices(n, seed=3, step=step, size=size)]
+    assert sorted(stream[:10]) == list(range(10))  # the first epoch is a permutation
+    assert sorted(stream[10:20]) == list(range(10))
+    assert batch_indices(n, 3, 2, size) == batch_indices(n, 3, 2, size)
+    assert batch_indices(n, 3, 0, size) != batch_indices(n, 4, 0, size)
+
+
+def test_gradient_accumulation_matches_one_big_batch():
+    data = load_task_data(DataConfig(source="builtin:synthetic", max_length=16),
+                          "sequence-classification")  # fmt: skip
+    results = []
+    for accum in (1, 2):
+        torch.manual_seed(0)
+        model = load_model("preset:tiny", labels=data.labels, task="sequence-classification")
+        model.hf.config.hidden_dropout_prob = 0.0
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        model.max_length = 16
+        cfg = TrainConfig(steps=3, batch_size=8, grad_accum=accum, lr=1e-3, max_grad_norm=None)
+        model, _ = fit(model, data=data, train=cfg, progress=False)
+        results.append(model.state_dict())
+    for key in results[0]:
+        assert torch.allclose(results[0][key], results[1][key], atol=1e-5), key
+
+
+def test_batch_size_must_split_into_micro_batches():
+    with pytest.raises(ValueError, match="not divisible by grad_accum"):
+        TrainConfig(batch_size=10, grad_accum=3)
+
+
+@pytest.mark.parametrize("scheduler", ["linear", "cosine", "constant"])
+def test_learning_rate_warms_up_then_follows_the_schedule(scheduler):
+    factor = _lr_lambda(TrainConfig(steps=100, warmup_ratio=0.1, scheduler=scheduler))
+    warm = [factor(s) for s in range(10)]
+    assert warm == sorted(warm) and warm[-1] <= 1.0
+    assert factor(10) == pytest.approx(1.0)
+    if scheduler == "constant":
+        assert factor(99) == pytest.approx(1.0)
+    else:
+        assert factor(99) < 0.05

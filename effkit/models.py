@@ -167,6 +167,28 @@ class EffkitModel(nn.Module):
         return self.hf.config
 
     @property
+    def base(self) -> Any:
+        """The transformers base model under the task head (``BertModel``, ``RobertaModel``...).
+
+        Techniques that change an encoder's structure find its parts here: ``base.embeddings``
+        and ``base.encoder.layer`` in every BERT-family model.
+        """
+        base = getattr(self.hf, getattr(self.hf, "base_model_prefix", ""), None)
+        if base is None or not hasattr(base, "embeddings") or not hasattr(base, "encoder"):
+            raise ModelError(
+                f"{type(self.hf).__name__} has no embeddings/encoder pair; effkit's structural "
+                "transforms support BERT-family encoders (BERT, RoBERTa, ELECTRA, MiniLM...)"
+            )
+        return base
+
+    def encoder_layers(self) -> nn.ModuleList:
+        """The list of transformer layers of a BERT-family encoder."""
+        layers = getattr(self.base.encoder, "layer", None)
+        if not isinstance(layers, nn.ModuleList):
+            raise ModelError(f"{type(self.hf).__name__} has no encoder.layer list")
+        return layers
+
+    @property
     def vocab_size(self) -> int:
         return int(self.hf.config.vocab_size)
 

@@ -16,19 +16,6 @@ from torch import nn
 from effkit import EffkitModel, ModelError, StageContext, Transform
 
 
-def encoder_layers(model: EffkitModel) -> nn.ModuleList:
-    """The ``nn.ModuleList`` of transformer layers inside a BERT-family encoder."""
-    base = getattr(model.hf, model.hf.base_model_prefix, model.hf)
-    encoder = getattr(base, "encoder", None)
-    layers = getattr(encoder, "layer", None)
-    if not isinstance(layers, nn.ModuleList):
-        raise ModelError(
-            f"{type(model.hf).__name__} has no encoder.layer list; KeepLayers supports "
-            "BERT-family encoders (BERT, RoBERTa, ELECTRA, MiniLM...)"
-        )
-    return layers
-
-
 class KeepLayers(Transform):
     """Keep only the listed encoder layers (0-based, in order); the rest are removed."""
 
@@ -47,7 +34,7 @@ class KeepLayers(Transform):
     def apply(self, model: EffkitModel, ctx: StageContext) -> EffkitModel:
         if ctx.rebuilding:  # the saved config already has the smaller layer count
             return model
-        layers = encoder_layers(model)
+        layers = model.encoder_layers()
         if max(self.layers) >= len(layers):
             raise ModelError(
                 f"keep-layers: layer {max(self.layers)} does not exist; the model has "
@@ -58,8 +45,7 @@ class KeepLayers(Transform):
             attention = getattr(getattr(layer, "attention", None), "self", None)
             if attention is not None and hasattr(attention, "layer_idx"):
                 attention.layer_idx = new_index
-        base = getattr(model.hf, model.hf.base_model_prefix, model.hf)
-        base.encoder.layer = kept
+        model.base.encoder.layer = kept
         model.hf.config.num_hidden_layers = len(kept)
         self._before = len(layers)
         return model

@@ -38,13 +38,7 @@ from .multiplexers import build_multiplexer
 
 def backbone(model: EffkitModel) -> Any:
     """The transformers base model (``BertModel``, ``RobertaModel``...) inside the task model."""
-    base = getattr(model.hf, model.hf.base_model_prefix, None)
-    if base is None or not hasattr(base, "embeddings") or not hasattr(base, "encoder"):
-        raise ModelError(
-            f"{type(model.hf).__name__} has no embeddings/encoder pair; multiplexing supports "
-            "BERT-family encoders (BERT, RoBERTa, ELECTRA, MiniLM...)"
-        )
-    return base
+    return model.base
 
 
 def embedding_width(model: EffkitModel) -> int:

@@ -11,14 +11,17 @@ A model comes from one of these sources:
 
 effkit saves a model as a folder: ``config.json`` (the transformers config), ``effkit.json``
 (format version, task, labels, and every transform applied with its config and state),
-``model.safetensors`` and the tokenizer files. Loading builds the transformers model from its
-config, replays each transform's :meth:`~effkit.transform.Transform.rebuild` so that pruned or
-wrapped shapes exist again, then loads the weights strictly. transformers 5 no longer records
-pruned heads in its config, so shapes that differ per layer live in the transforms' state.
+``model.safetensors`` and the tokenizer files. ``config.json`` is the config of the model
+*before* any transform (:attr:`EffkitModel.source_config`): loading builds the transformers model
+from it, replays each transform's :meth:`~effkit.transform.Transform.rebuild` in order so that
+pruned, dropped or wrapped parts exist again, then loads the weights strictly. Transforms may
+therefore change the live config as they like; transformers 5 no longer records pruned heads in
+its config anyway, so shapes that differ per layer live in the transforms' state.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import logging
 from pathlib import Path
@@ -127,12 +130,15 @@ class EffkitModel(nn.Module):
     and returns its outputs (``.logits``). Transforms may replace :attr:`hf` or parts of it.
     """
 
+    source_config: Any
     hf: Any
     """The wrapped transformers model (``PreTrainedModel``); transforms may replace parts."""
 
     def __init__(self, hf: nn.Module, tokenizer: Any, task: Task, source: str = "") -> None:
         super().__init__()
         self.hf = hf
+        self.source_config = copy.deepcopy(hf.config)
+        """The transformers config before any transform; saved as ``config.json``."""
         self.tokenizer = tokenizer
         self.task = task
         self.source = source
@@ -329,10 +335,12 @@ def _new_head(model: EffkitModel, task: Task) -> EffkitModel:
     config = model.hf.config
     for key, value in _label_maps(task.labels or []).items():
         setattr(config, key, value)
+        setattr(model.source_config, key, value)
     hf = _hf_auto_class(task.type).from_config(config)
     base_name = hf.base_model_prefix
     getattr(hf, base_name).load_state_dict(getattr(model.hf, base_name).state_dict())
     new = EffkitModel(hf, model.tokenizer, task, model.source)
+    new.source_config = model.source_config
     new.transforms = list(model.transforms)
     new.max_length = model.max_length
     new.adapter = model.adapter
@@ -359,7 +367,7 @@ def save(model: EffkitModel, path: str | Path) -> Path:
         "num_parameters": model.num_parameters(),
     }
     with atomic_dir(path) as tmp:
-        model.hf.config.save_pretrained(tmp)
+        model.source_config.save_pretrained(tmp)
         if model.tokenizer is not None:
             model.tokenizer.save_pretrained(tmp)
         save_model(model, str(tmp / "model.safetensors"))

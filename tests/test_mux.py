@@ -247,3 +247,19 @@ def test_hidden_pruning_refuses_the_contextual_multiplexer():
     model = tiny(n=2, mux="contextual")
     with pytest.raises(ModelError, match="ContextualMux"):
         model.adapter.prune_hidden(torch.arange(8))
+
+
+@pytest.mark.parametrize("order", ["keep-then-mux", "mux-then-keep"])
+def test_multiplexing_composes_with_a_smaller_student_in_either_order(tmp_path, order):
+    from effkit_layers import KeepLayers
+
+    torch.manual_seed(0)
+    model = load_model("preset:tiny", labels=LABELS).eval()
+    transforms = [KeepLayers(layers=[1]), Multiplex(n=2)]
+    model = stack(model, transforms if order == "keep-then-mux" else transforms[::-1])
+    save(model, tmp_path / "m")
+    back = load(tmp_path / "m")
+    assert len(back.encoder_layers()) == 1
+    inputs = batch(5)
+    with torch.inference_mode():
+        assert torch.equal(model(**inputs).logits, back(**inputs).logits)

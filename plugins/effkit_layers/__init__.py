@@ -1,9 +1,10 @@
 """Layer selection: keep a subset of an encoder's layers (a smaller, faster student).
 
 ``KeepLayers(layers=[0, 2, 4])`` keeps those encoder layers, in that order, and drops the rest
-for real: the saved model's config says how many layers it has, so it loads back (with effkit or
-with transformers) at its new size. It is the smallest complete transform in effkit and is
-registered through an entry point exactly as a third-party package would register one.
+for real. On load the selection is replayed on the full-size model built from the saved source
+config, so transforms before or after it (pruning, multiplexing) compose in any order. It is
+the smallest complete transform in effkit and is registered through an entry point exactly as
+a third-party package would register one.
 """
 
 from __future__ import annotations
@@ -32,8 +33,6 @@ class KeepLayers(Transform):
         return value
 
     def apply(self, model: EffkitModel, ctx: StageContext) -> EffkitModel:
-        if ctx.rebuilding:  # the saved config already has the smaller layer count
-            return model
         layers = model.encoder_layers()
         if max(self.layers) >= len(layers):
             raise ModelError(

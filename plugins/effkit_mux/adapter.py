@@ -42,8 +42,14 @@ def backbone(model: EffkitModel) -> Any:
 
 
 def embedding_width(model: EffkitModel) -> int:
-    config = model.hf.config
-    return int(getattr(config, "embedding_size", None) or config.hidden_size)
+    """Width of the embeddings' output, read from the modules (pruning may have changed it)."""
+    return int(model.base.embeddings.word_embeddings.weight.shape[1])
+
+
+def hidden_width(model: EffkitModel) -> int:
+    """Width of the encoder's states (ELECTRA may project the embeddings up to it)."""
+    project = getattr(model.base, "embeddings_project", None)
+    return int(project.out_features) if project is not None else embedding_width(model)
 
 
 @dataclass
@@ -96,7 +102,7 @@ class MuxAdapter(nn.Module):
         self.n = n
         self.pooling = pooling
         self.token_task = model.task.type == "token-classification"
-        width, hidden = embedding_width(model), int(config.hidden_size)
+        width, hidden = embedding_width(model), hidden_width(model)
         heads = int(getattr(config, "num_attention_heads", 1))
         self.multiplexer: Any = build_multiplexer(mux, n, width, heads, key_seed)
         self.demultiplexer: Any = build_demultiplexer(demux, n, hidden, width, demux_depth)

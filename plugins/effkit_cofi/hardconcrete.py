@@ -1,0 +1,258 @@
+"""Hard-concrete (L0) masks as CoFi trains them, and CoFi's expected model size.
+
+A mask entry ``z`` follows the hard-concrete distribution of Louizos et al. (2018): a binary
+concrete variable with location ``log_alpha`` and temperature 2/3, stretched to the interval
+(-0.1, 1.1) and clipped to [0, 1], so that it is exactly 0 or exactly 1 with non-zero
+probability and differentiable in ``log_alpha`` in between.
+
+- Training draws a fresh ``z`` for every forward pass (:func:`sample`).
+- Evaluation uses CoFi's deterministic mask (:func:`deterministic`): each mask group keeps as
+  many entries as its expected number of non-zeros, rounded; the kept entries take the value
+  ``sigmoid(log_alpha / temperature * 0.8)`` and the others are 0.
+- The expected number of remaining encoder parameters is a differentiable function of the
+  ``log_alpha`` (:meth:`CoFiMasks.expected_size`), counted as CoFi counts it: attention and
+  feed-forward weights of the encoder only (embeddings, pooler and task head are not counted).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+LIMIT_L, LIMIT_R = -0.1, 1.1
+"""The stretch interval of the hard-concrete distribution."""
+TEMPERATURE = 2.0 / 3.0
+EPSILON = 1e-6
+MAGICAL_NUMBER = 0.8
+"""CoFi's scale of the deterministic soft mask (after Wang et al. 2020)."""
+LOG_ALPHA_MIN, LOG_ALPHA_MAX = math.log(1e-2), math.log(1e2)
+"""CoFi clamps every ``log_alpha`` to this range after each optimizer step."""
+KEEP_INIT = 10.0
+"""CoFi's initial ``log_alpha`` of head, layer and hidden masks (everything kept)."""
+
+
+def keep_probability(log_alpha: torch.Tensor) -> torch.Tensor:
+    """``P(z > 0)`` for each entry: 1 minus the distribution's CDF at 0."""
+    x = (0.0 - LIMIT_L) / (LIMIT_R - LIMIT_L)
+    logit = math.log(x) - math.log(1.0 - x)
+    cdf = torch.sigmoid(logit * TEMPERATURE - log_alpha).clamp(min=EPSILON, max=1.0 - EPSILON)
+    return 1.0 - cdf
+
+
+def sample(log_alpha: torch.Tensor) -> torch.Tensor:
+    """A training-time draw of ``z`` (differentiable in ``log_alpha``)."""
+    u = torch.empty_like(log_alpha).uniform_(EPSILON, 1.0 - EPSILON)
+    s = torch.sigmoid((torch.log(u) - torch.log(1.0 - u) + log_alpha) / TEMPERATURE)
+    return (s * (LIMIT_R - LIMIT_L) + LIMIT_L).clamp(min=0.0, max=1.0)
+
+
+def deterministic(log_alpha: torch.Tensor) -> torch.Tensor:
+    """CoFi's evaluation mask of one group: the expected number of entries kept, by score."""
+    expected_zeros = log_alpha.numel() - float(keep_probability(log_alpha).sum())
+    zeros = round(expected_zeros)
+    soft = torch.sigmoid(log_alpha / TEMPERATURE * MAGICAL_NUMBER)
+    if zeros <= 0:
+        return soft
+    if soft.ndim == 0:
+        return torch.zeros_like(soft)
+    soft = soft.clone()
+    soft[torch.topk(soft, k=zeros, largest=False).indices] = 0.0
+    return soft
+
+
+@dataclass
+class Masks:
+    """One set of mask values; a kind that is not pruned is absent (it acts as 1)."""
+
+    heads: dict[int, torch.Tensor] = field(default_factory=dict)
+    """Per layer: one value per attention head."""
+    mha: dict[int, torch.Tensor] = field(default_factory=dict)
+    """Per layer: one scalar for the whole attention block."""
+    ffn_dims: dict[int, torch.Tensor] = field(default_factory=dict)
+    """Per layer: one value per intermediate (feed-forward) dimension."""
+    ffn: dict[int, torch.Tensor] = field(default_factory=dict)
+    """Per layer: one scalar for the whole feed-forward block."""
+    hidden: torch.Tensor | None = None
+    """One value per hidden dimension, shared by the whole model."""
+
+
+@dataclass
+class Sizes:
+    """The prunable structure of an encoder when the masks are created."""
+
+    heads: list[int]
+    """Attention heads per layer (0: the block was already removed)."""
+    head_dims: list[int]
+    ffn: list[int]
+    """Intermediate width per layer (0: the block was already removed)."""
+    hidden: int
+
+    def params_per_head(self, layer: int) -> int:
+        # CoFi: (4 H^2 + 4 H) / heads for a full layer, i.e. 4 * head_dim * (H + 1)
+        return 4 * self.head_dims[layer] * (self.hidden + 1)
+
+    def params_per_ffn_dim(self, layer: int) -> int:
+        # CoFi: (2 H I + H + 4 H) // I
+        width = self.ffn[layer]
+        return (2 * self.hidden * width + 5 * self.hidden) // width if width else 0
+
+    def prunable(self) -> int:
+        """Encoder attention + feed-forward parameters, as CoFi counts them."""
+        total = 0
+        for layer in range(len(self.heads)):
+            total += self.params_per_head(layer) * self.heads[layer]
+            if self.ffn[layer]:
+                total += 2 * self.hidden * self.ffn[layer] + 5 * self.hidden
+        return total
+
+    def remaining(self, heads: list[int], ffn: list[int], hidden: int) -> int:
+        """Parameters left by a pruned structure, counted as CoFi counts them (weights only)."""
+        per_head = [4 * d * hidden for d in self.head_dims]
+        return sum(h * p for h, p in zip(heads, per_head, strict=True)) + 2 * hidden * sum(ffn)
+
+
+class CoFiMasks(nn.Module):
+    """The ``log_alpha`` of every mask and the two Lagrange multipliers.
+
+    Per-layer masks live in parameter dicts keyed by layer index; layers whose block is already
+    gone have none. ``current`` holds the mask values of the forward pass in progress.
+    """
+
+    def __init__(
+        self,
+        sizes: Sizes,
+        *,
+        heads: bool,
+        mha_layers: bool,
+        ffn_dims: bool,
+        ffn_layers: bool,
+        hidden: bool,
+        droprate_init: float,
+    ) -> None:
+        super().__init__()
+        self.sizes = sizes
+        layers = range(len(sizes.heads))
+        live_mha = [i for i in layers if sizes.heads[i]]
+        live_ffn = [i for i in layers if sizes.ffn[i]]
+        dim_init = math.log(1.0 - droprate_init) - math.log(droprate_init)
+
+        def init(shape: tuple[int, ...], mean: float) -> nn.Parameter:
+            return nn.Parameter(torch.randn(shape) * 1e-2 + mean)
+
+        self.head_log_alpha = nn.ParameterDict(
+            {str(i): init((sizes.heads[i],), KEEP_INIT) for i in live_mha} if heads else {}
+        )
+        self.mha_log_alpha = nn.ParameterDict(
+            {str(i): init((), KEEP_INIT) for i in live_mha} if mha_layers else {}
+        )
+        self.ffn_dim_log_alpha = nn.ParameterDict(
+            {str(i): init((sizes.ffn[i],), dim_init) for i in live_ffn} if ffn_dims else {}
+        )
+        self.ffn_log_alpha = nn.ParameterDict(
+            {str(i): init((), KEEP_INIT) for i in live_ffn} if ffn_layers else {}
+        )
+        self.hidden_log_alpha = init((sizes.hidden,), KEEP_INIT) if hidden else None
+        self.lambda_1 = nn.Parameter(torch.zeros(()))
+        self.lambda_2 = nn.Parameter(torch.zeros(()))
+        self.current: Masks | None = None
+        self.last_mha: dict[int, bool] = {}
+
+    # ------------------------------------------------------------------ parameters
+
+    def log_alphas(self) -> list[nn.Parameter]:
+        params = [
+            *self.head_log_alpha.values(),
+            *self.mha_log_alpha.values(),
+            *self.ffn_dim_log_alpha.values(),
+            *self.ffn_log_alpha.values(),
+        ]
+        if self.hidden_log_alpha is not None:
+            params.append(self.hidden_log_alpha)
+        return params
+
+    @torch.no_grad()
+    def constrain(self) -> None:
+        """Clamp every ``log_alpha`` to CoFi's range (after each optimizer step)."""
+        for param in self.log_alphas():
+            param.clamp_(min=LOG_ALPHA_MIN, max=LOG_ALPHA_MAX)
+
+    # ------------------------------------------------------------------ mask values
+
+    def draw(self, training: bool) -> Masks:
+        """Mask values for one forward pass: sampled in training, deterministic otherwise."""
+        pick = sample if training else deterministic
+
+        def each(params: nn.ParameterDict) -> dict[int, torch.Tensor]:
+            return {int(k): pick(v) for k, v in params.items()}
+
+        masks = Masks(
+            heads=each(self.head_log_alpha),
+            mha=each(self.mha_log_alpha),
+            ffn_dims=each(self.ffn_dim_log_alpha),
+            ffn=each(self.ffn_log_alpha),
+            hidden=pick(self.hidden_log_alpha) if self.hidden_log_alpha is not None else None,
+        )
+        self.last_mha = {i: bool(z.detach() != 0) for i, z in masks.mha.items()}
+        return masks
+
+    def values(self, training: bool) -> Masks:
+        """The mask values of the forward pass in progress (drawn now outside one)."""
+        return self.current if self.current is not None else self.draw(training)
+
+    def live_layers(self) -> list[bool] | None:
+        """Which layers' attention blocks the last forward pass kept (None: no layer masks)."""
+        if not self.last_mha:
+            return None
+        n = len(self.sizes.heads)
+        return [self.last_mha.get(i, self.sizes.heads[i] > 0) for i in range(n)]
+
+    # ------------------------------------------------------------------ expected size
+
+    def expected_size(self) -> torch.Tensor:
+        """Expected remaining encoder parameters (CoFi's formula), differentiable."""
+        sizes = self.sizes
+        device = self.lambda_1.device
+        one = torch.ones((), device=device)
+        hidden = (
+            keep_probability(self.hidden_log_alpha).sum()
+            if self.hidden_log_alpha is not None
+            else None
+        )
+        total = torch.zeros((), device=device)
+        for layer in range(len(sizes.heads)):
+            key = str(layer)
+            if sizes.heads[layer]:
+                heads = (
+                    keep_probability(self.head_log_alpha[key]).sum()
+                    if key in self.head_log_alpha
+                    else one * sizes.heads[layer]
+                )
+                if key in self.mha_log_alpha:
+                    heads = heads * keep_probability(self.mha_log_alpha[key])
+                per_head = sizes.params_per_head(layer)
+                total = total + (
+                    hidden * heads * per_head / sizes.hidden
+                    if hidden is not None
+                    else heads * per_head
+                )
+            if sizes.ffn[layer]:
+                dims = (
+                    keep_probability(self.ffn_dim_log_alpha[key]).sum()
+                    if key in self.ffn_dim_log_alpha
+                    else one * sizes.ffn[layer]
+                )
+                if key in self.ffn_log_alpha:
+                    dims = dims * keep_probability(self.ffn_log_alpha[key])
+                total = total + (
+                    hidden * dims * 2
+                    if hidden is not None
+                    else dims * sizes.params_per_ffn_dim(layer)
+                )
+        return total
+
+    def expected_sparsity(self) -> torch.Tensor:
+        """1 - expected size / prunable size: the quantity the Lagrangian steers."""
+        return 1.0 - self.expected_size() / self.sizes.prunable()

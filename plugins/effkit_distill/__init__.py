@@ -1,0 +1,326 @@
+"""Knowledge distillation from a teacher model: logits, and hidden layers matched dynamically.
+
+``Distill(teacher="finetune")`` adds CoFi's distillation losses to a stage (Xia et al., 2022;
+princeton-nlp/CoFiPruning, ``layer_distill_version=4``):
+
+- **logits**: ``KL(softmax(teacher / T) || softmax(student / T)) * T^2``, weight ``logit_weight``
+  (CoFi: T = 2, weight 0.1). Token tasks average over the positions the attention mask keeps.
+- **layers** (``layer_map: dynamic``): every student layer's output goes through a learned
+  ``Linear(H_student, H_teacher)`` (initialised to the identity), and each of a few teacher
+  layers is matched to the student layer with the smallest MSE at this step, scanning teacher
+  layers from the last and requiring each match to lie below the next one's (CoFi's ordered
+  search); layers whose attention block a CoFi mask is dropping are skipped. Weight
+  ``layer_weight`` (CoFi: 0.9). With the default ``teacher_layers`` a 12-layer teacher uses
+  CoFi's layers 2, 5, 8, 11 (0-based); other depths get up to 4 layers spread the same way.
+- **task loss**: CoFi trains on the distillation losses alone. The objective's loss is always
+  added by the training loop, so ``task_weight`` w is applied by adding
+  ``-(1 - w) * cross_entropy(student logits, labels)``, computed from the batch's labels: exact
+  for the ``task`` objective without label smoothing and for the cross-entropy part of
+  ``mux-task``; without labels in the batch (pre-training objectives) no term is added.
+
+The teacher is loaded with ``ctx.load_model(teacher)``: an earlier stage of the recipe by name,
+or a saved model folder. It is frozen, kept in evaluation mode, and run under ``no_grad`` on
+the same inputs as the student. The layer map is attached to the student as
+``model.distill_map`` during the stage (so checkpoints hold it) and removed by ``finalize``,
+with the teacher; nothing structural remains, so the transform is not recorded in the model.
+
+The student returns hidden states through ``config.output_hidden_states`` (set while the stage
+runs, restored by ``finalize``). Multiplexed models: logits are per input, so logit
+distillation works for any pair; hidden states are per multiplexed row, so layer distillation
+needs the student and the teacher to multiplex the same number of inputs N (the same grouping)
+and is refused otherwise (use ``layer_map: none``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, PrivateAttr, field_validator, model_validator
+from torch import nn
+
+from effkit import EffkitModel, ModelError, StageContext, Transform
+
+__all__ = ["Distill", "default_teacher_layers", "ordered_alignment"]
+
+MAP_ATTRIBUTE = "distill_map"
+LIVE_LAYERS_KEY = "encoder_live_layers"
+"""Set by a pruning transform: a callable giving which student layers are alive right now."""
+
+
+def default_teacher_layers(depth: int) -> list[int]:
+    """CoFi's teacher layers for 12 layers ([2, 5, 8, 11]), spread alike for other depths."""
+    count = min(4, depth)
+    return [(k + 1) * depth // count - 1 for k in range(count)]
+
+
+def ordered_alignment(losses: torch.Tensor, live: list[bool] | None = None) -> list[int]:
+    """CoFi's ordered dynamic match of teacher layers (rows) to student layers (columns).
+
+    From the last teacher layer down, each takes the student layer with the smallest loss among
+    the live ones below the previous match; with none left it shares the previous match. An
+    infinite loss marks a pair that cannot be compared; a teacher layer with no comparable
+    student layer gets -1 (left out of the loss).
+    """
+    teachers, students = losses.shape
+    bound = students
+    alignment: list[int] = []
+    for row in range(teachers - 1, -1, -1):
+        comparable = [s for s in losses[row].argsort().tolist() if bool(losses[row, s].isfinite())]
+        choices = [s for s in comparable if s < bound and (live is None or live[s])]
+        if choices:
+            match = choices[0]
+        elif bound < students and bound in comparable:
+            match = bound
+        else:
+            match = comparable[0] if comparable and bound == students else -1
+        alignment.append(match)
+        if match >= 0:
+            bound = match
+    alignment.reverse()
+    return alignment
+
+
+def _width(model: EffkitModel) -> int:
+    base = getattr(model.hf, model.hf.base_model_prefix, model.hf)
+    norm = getattr(getattr(base, "embeddings", None), "LayerNorm", None)
+    if isinstance(norm, nn.LayerNorm) and norm.weight is not None:
+        return int(norm.weight.shape[0])
+    return int(model.config.hidden_size)
+
+
+def _depth(model: EffkitModel) -> int:
+    base = getattr(model.hf, model.hf.base_model_prefix, model.hf)
+    layers = getattr(getattr(base, "encoder", None), "layer", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise ModelError(
+            f"{type(model.hf).__name__} has no encoder.layer list; layer distillation supports "
+            "BERT-family encoders (or set layer_map: none)"
+        )
+    return len(layers)
+
+
+def _multiplexing(model: EffkitModel) -> int:
+    """How many inputs share one row of the model's forward pass (1: not multiplexed)."""
+    return int(getattr(model.adapter, "n", 1)) if model.adapter is not None else 1
+
+
+class Distill(Transform):
+    """Distil a teacher: KL on logits plus layer MSE with CoFi's dynamic layer matching."""
+
+    recorded: ClassVar[bool] = False
+
+    teacher: str = Field(
+        "finetune", min_length=1,
+        description="The teacher: an earlier stage's name, or a saved model folder.",
+    )  # fmt: skip
+    temperature: float = Field(2.0, gt=0.0, description="Softmax temperature of the logit loss.")
+    logit_weight: float = Field(0.1, ge=0.0, description="Weight of the KL loss on logits.")
+    layer_weight: float = Field(0.9, ge=0.0, description="Weight of the layer-wise MSE loss.")
+    task_weight: float = Field(
+        0.0, ge=0.0,
+        description="Weight of the objective's cross-entropy on the labels (CoFi: 0, "
+        "distillation only; 1 leaves it as it is).",
+    )  # fmt: skip
+    layer_map: Literal["dynamic", "none"] = Field(
+        "dynamic", description="dynamic: CoFi's layer matching through a learned map; none: "
+        "logits only.",
+    )  # fmt: skip
+    teacher_layers: list[int] | None = Field(
+        None, description="Teacher layers (0-based) to match; default: CoFi's spread of up to 4."
+    )
+
+    _teacher: EffkitModel | None = PrivateAttr(None)
+    _layers: list[int] = PrivateAttr(default_factory=list)
+    _restore: list[tuple[Any, bool]] = PrivateAttr(default_factory=list)
+    _alignment: list[int] = PrivateAttr(default_factory=list)
+    _teacher_parameters: int = PrivateAttr(0)
+
+    @field_validator("teacher_layers")
+    @classmethod
+    def _distinct(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None:
+            if not value or any(i < 0 for i in value):
+                raise ValueError("teacher layers are 0-based, non-negative, and at least one")
+            if len(set(value)) != len(value):
+                raise ValueError("teacher layers must be distinct")
+        return value
+
+    @model_validator(mode="after")
+    def _some_loss(self) -> Distill:
+        if self.logit_weight == 0 and (self.layer_weight == 0 or self.layer_map == "none"):
+            raise ValueError("both logit_weight and the layer loss are off; nothing to distil")
+        return self
+
+    @property
+    def layer_loss_on(self) -> bool:
+        return self.layer_map == "dynamic" and self.layer_weight > 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def apply(self, model: EffkitModel, ctx: StageContext) -> EffkitModel:
+        if ctx.rebuilding:
+            return model
+        teacher = ctx.load_model(self.teacher)
+        if teacher.task.type != model.task.type or len(teacher.task.labels or []) != len(
+            model.task.labels or []
+        ):
+            raise ModelError(
+                f"distill: teacher '{self.teacher}' is a {teacher.task.type} model with "
+                f"{len(teacher.task.labels or [])} labels; the student is a {model.task.type} "
+                f"model with {len(model.task.labels or [])}"
+            )
+        teacher.to(next(model.parameters()).device).eval()
+        for param in teacher.parameters():
+            param.requires_grad_(False)
+        self._teacher = teacher
+        self._teacher_parameters = teacher.num_parameters()
+        if self.layer_loss_on:
+            student_n, teacher_n = _multiplexing(model), _multiplexing(teacher)
+            if student_n != teacher_n:
+                raise ModelError(
+                    f"distill: layer distillation compares hidden states row by row, but the "
+                    f"student multiplexes {student_n} inputs per row and the teacher {teacher_n}",
+                    hint="use a teacher with the same N, or set layer_map: none (logits only)",
+                )
+            depth = _depth(teacher)
+            _depth(model)  # the student needs the same layout
+            self._layers = list(self.teacher_layers or default_teacher_layers(depth))
+            if max(self._layers) >= depth:
+                raise ModelError(
+                    f"distill: teacher layer {max(self._layers)} does not exist; the teacher has "
+                    f"{depth} layers (0..{depth - 1})"
+                )
+            if hasattr(model, MAP_ATTRIBUTE):
+                raise ModelError("distill: the model already carries a layer map; apply it once")
+            layer_map = nn.Linear(_width(model), _width(teacher))
+            with torch.no_grad():
+                nn.init.eye_(layer_map.weight)
+                layer_map.bias.zero_()
+            setattr(model, MAP_ATTRIBUTE, layer_map.to(next(model.parameters()).device))
+            self._restore = []
+            for config in (model.hf.config, teacher.hf.config):
+                self._restore.append((config, bool(getattr(config, "output_hidden_states", False))))
+                config.output_hidden_states = True
+        return model
+
+    def loss_terms(
+        self, model: EffkitModel, batch: dict[str, torch.Tensor], outputs: Any, ctx: StageContext
+    ) -> dict[str, torch.Tensor]:
+        teacher = self._teacher
+        if teacher is None:
+            raise ModelError("distill: no teacher is loaded (apply the transform first)")
+        inputs = {k: v for k, v in batch.items() if k not in ("labels", "word_ids")}
+        device = inputs["input_ids"].device
+        if next(teacher.parameters()).device != device:
+            teacher.to(device)
+        with torch.no_grad():
+            taught = teacher(**inputs)
+        terms: dict[str, torch.Tensor] = {}
+        mask = inputs.get("attention_mask")
+        if self.logit_weight > 0:
+            terms["distill_logits"] = self.logit_weight * self._logit_loss(
+                outputs.logits, taught.logits, mask
+            )
+        if self.layer_loss_on:
+            terms["distill_layers"] = self.layer_weight * self._layer_loss(
+                model, outputs, taught, mask, ctx
+            )
+        if self.task_weight != 1.0 and "labels" in batch:
+            terms["distill_task_offset"] = -(1.0 - self.task_weight) * _cross_entropy(
+                outputs.logits, batch["labels"]
+            )
+        return terms
+
+    def finalize(self, model: EffkitModel, ctx: StageContext) -> EffkitModel:
+        if hasattr(model, MAP_ATTRIBUTE):
+            delattr(model, MAP_ATTRIBUTE)
+        for config, value in self._restore:
+            config.output_hidden_states = value
+        self._restore = []
+        self._teacher = None
+        return model
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "teacher": self.teacher,
+            "teacher_parameters": self._teacher_parameters,
+            "temperature": self.temperature,
+            "weights": {
+                "logits": self.logit_weight,
+                "layers": self.layer_weight if self.layer_loss_on else 0.0,
+                "task": self.task_weight,
+            },
+            "teacher_layers": self._layers,
+            "last_alignment": self._alignment,
+        }
+
+    # ------------------------------------------------------------------ losses
+
+    def _logit_loss(
+        self, student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        if student.dim() == 3:  # token tasks: the positions the attention mask keeps
+            keep = (
+                mask.bool()
+                if mask is not None
+                else torch.ones(student.shape[:2], dtype=torch.bool, device=student.device)
+            )
+            student, teacher = student[keep], teacher[keep]
+        t = self.temperature
+        return F.kl_div(
+            F.log_softmax(student.float() / t, dim=-1),
+            F.softmax(teacher.float() / t, dim=-1),
+            reduction="batchmean",
+        ) * (t * t)
+
+    def _layer_loss(
+        self,
+        model: EffkitModel,
+        outputs: Any,
+        taught: Any,
+        mask: torch.Tensor | None,
+        ctx: StageContext,
+    ) -> torch.Tensor:
+        student_states = getattr(outputs, "hidden_states", None)
+        teacher_states = getattr(taught, "hidden_states", None)
+        if not student_states or not teacher_states:
+            raise ModelError(
+                "distill: the model's outputs carry no hidden states; the objective of this stage "
+                "does not return them (set layer_map: none)"
+            )
+        layer_map: nn.Module = getattr(model, MAP_ATTRIBUTE)
+        mapped = [layer_map(h) for h in student_states[1:]]
+        targets = [teacher_states[1:][i] for i in self._layers]
+        losses = torch.stack(
+            [torch.stack([_mse(s, t, mask) for s in mapped]) for t in targets]
+        )  # [teacher layers, student layers]; inf: shapes differ (a demultiplexed last state)
+        live_layers = ctx.extras.get(LIVE_LAYERS_KEY)
+        live = live_layers() if callable(live_layers) else None
+        if live is not None and len(live) != len(mapped):
+            live = None
+        alignment = ordered_alignment(losses.detach(), live)
+        self._alignment = alignment
+        pairs = [(row, col) for row, col in enumerate(alignment) if col >= 0]
+        if not pairs:
+            raise ModelError("distill: no student layer's hidden states match the teacher's shape")
+        return torch.stack([losses[row, col] for row, col in pairs]).sum()
+
+
+def _mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean squared error over the attention mask's positions when the shapes line up (plain
+    mean otherwise); infinite for states of different shapes, which cannot be compared."""
+    if student.shape != teacher.shape:
+        return torch.full((), float("inf"), device=student.device)
+    squared = (student.float() - teacher.float()).pow(2)
+    if mask is not None and mask.shape == student.shape[:2]:
+        weights = mask.to(squared.dtype)[..., None]
+        return (squared * weights).sum() / (weights.sum() * squared.shape[-1]).clamp(min=1.0)
+    return squared.mean()
+
+
+def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    if logits.dim() == 3:
+        return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+    return F.cross_entropy(logits, labels)

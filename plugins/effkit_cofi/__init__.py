@@ -75,6 +75,15 @@ MASKS_ATTRIBUTE = "cofi_masks"
 LIVE_LAYERS_KEY = "encoder_live_layers"
 
 
+def _kept(unit_z: torch.Tensor | None, block_z: torch.Tensor | None, size: int) -> torch.Tensor:
+    """Indices of the units (heads or FFN dims) a block keeps: none when its block mask is 0."""
+    alive = unit_z if unit_z is not None else torch.ones(size)
+    kept = (alive != 0).nonzero().flatten()
+    if block_z is not None and float(block_z) == 0.0:
+        return kept[:0]
+    return kept
+
+
 def _count(module: torch.nn.Module | None) -> int:
     if module is None:
         return 0
@@ -299,10 +308,7 @@ class CoFiPrune(Transform):
             if sizes.heads[index]:
                 head_z = values.heads.get(index)
                 block_z = values.mha.get(index)
-                alive = head_z if head_z is not None else torch.ones(sizes.heads[index])
-                kept = (alive != 0).nonzero().flatten()
-                if block_z is not None and float(block_z) == 0.0:
-                    kept = kept[:0]
+                kept = _kept(head_z, block_z, sizes.heads[index])
                 scale = surgery.block_output_scale(block_z, hidden)
                 surgery.prune_attention(layer, kept, head_scale=head_z, out_scale=scale)
                 heads_kept.append(kept.tolist())
@@ -313,10 +319,7 @@ class CoFiPrune(Transform):
             if sizes.ffn[index]:
                 dim_z = values.ffn_dims.get(index)
                 block_z = values.ffn.get(index)
-                alive = dim_z if dim_z is not None else torch.ones(sizes.ffn[index])
-                kept = (alive != 0).nonzero().flatten()
-                if block_z is not None and float(block_z) == 0.0:
-                    kept = kept[:0]
+                kept = _kept(dim_z, block_z, sizes.ffn[index])
                 scale = surgery.block_output_scale(block_z, hidden)
                 surgery.prune_ffn(layer, kept, dim_scale=dim_z, out_scale=scale)
                 ffn_kept.append(kept.tolist())

@@ -27,17 +27,25 @@ from pydantic import Field
 from effkit import EffkitModel, Objective, StageContext
 from effkit.objectives import TaskObjective
 
-from .adapter import MuxAdapter, adapter_of
+from .adapter import MuxAdapter, adapter_of, plan
 from .heads import DiscriminatorHead, VocabHead
 
 if TYPE_CHECKING:
     from .adapter import Layout
 
-INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+def _ids_and_mask(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = batch["input_ids"]
+    return ids, batch.get("attention_mask", torch.ones_like(ids))
 
 
-def _inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: batch[k] for k in INPUT_KEYS if k in batch}
+def _run_raw(
+    model: EffkitModel, adapter: MuxAdapter, batch: dict[str, torch.Tensor], ids: torch.Tensor
+) -> tuple[Any, Layout]:
+    """Run (possibly corrupted) ``ids`` multiplexed, keeping the encoder's multiplexed output."""
+    _, mask = _ids_and_mask(batch)
+    layout = plan(ids.shape[0], adapter.n, device=ids.device)
+    out = adapter.run(model, layout, ids, mask, batch.get("token_type_ids"), raw=True)
+    return out, layout
 
 
 def _special_ids(tokenizer: Any) -> list[int]:
@@ -129,15 +137,10 @@ class RetrievalObjective(_TextObjective):
         self, model: EffkitModel, batch: dict[str, torch.Tensor], ctx: StageContext
     ) -> tuple[torch.Tensor, Any, dict[str, float]]:
         adapter = adapter_of(model, "retrieval")
-        inputs = _inputs(batch)
-        mask = inputs.get("attention_mask", torch.ones_like(inputs["input_ids"]))
-        from .adapter import plan
-
-        layout = plan(inputs["input_ids"].shape[0], adapter.n, device=mask.device)
-        out = adapter.run(model, layout, inputs["input_ids"], mask,
-                          inputs.get("token_type_ids"), raw=True)  # fmt: skip
+        ids, mask = _ids_and_mask(batch)
+        out, layout = _run_raw(model, adapter, batch, ids)
         hidden = out.last_hidden_state
-        loss, accuracy = retrieval_loss(adapter, hidden, layout, inputs["input_ids"], mask,
+        loss, accuracy = retrieval_loss(adapter, hidden, layout, ids, mask,
                                         sample=self.sample_instances,
                                         fraction=self.position_fraction)  # fmt: skip
         return loss, out, {"retrieval_accuracy": accuracy}
@@ -155,13 +158,9 @@ class MaskedLMObjective(_TextObjective):
     def loss(
         self, model: EffkitModel, batch: dict[str, torch.Tensor], ctx: StageContext
     ) -> tuple[torch.Tensor, Any, dict[str, float]]:
-        from .adapter import plan
-
         adapter = adapter_of(model, "mlm")
         assert adapter.lm_head is not None
-        inputs = _inputs(batch)
-        ids = inputs["input_ids"]
-        mask = inputs.get("attention_mask", torch.ones_like(ids))
+        ids, mask = _ids_and_mask(batch)
         tokenizer = ctx.tokenizer
         chosen = _plain_tokens(ids, mask, tokenizer)
         chosen &= torch.rand(ids.shape, device=ids.device) < self.mask_prob
@@ -172,8 +171,7 @@ class MaskedLMObjective(_TextObjective):
         vocab = int(model.vocab_size)
         corrupted[randomised] = torch.randint(0, vocab, (int(randomised.sum()),), device=ids.device)
 
-        layout = plan(ids.shape[0], adapter.n, device=ids.device)
-        out = adapter.run(model, layout, corrupted, mask, inputs.get("token_type_ids"), raw=True)
+        out, layout = _run_raw(model, adapter, batch, corrupted)
         hidden = out.last_hidden_state  # [G, P + L, H]
         n, p = adapter.n, adapter.extra_positions
         picked = chosen[layout.order].view(layout.groups, n, -1)
@@ -205,13 +203,9 @@ class ElectraObjective(_TextObjective):
     def loss(
         self, model: EffkitModel, batch: dict[str, torch.Tensor], ctx: StageContext
     ) -> tuple[torch.Tensor, Any, dict[str, float]]:
-        from .adapter import plan
-
         adapter = adapter_of(model, "electra")
         assert adapter.electra_head is not None
-        inputs = _inputs(batch)
-        ids = inputs["input_ids"]
-        mask = inputs.get("attention_mask", torch.ones_like(ids))
+        ids, mask = _ids_and_mask(batch)
         plain = _plain_tokens(ids, mask, ctx.tokenizer)
         chosen = plain & (torch.rand(ids.shape, device=ids.device) < self.replace_prob)
         corrupted = ids.clone()
@@ -220,8 +214,7 @@ class ElectraObjective(_TextObjective):
         corrupted[chosen] = random_ids
         replaced = corrupted != ids  # a random draw of the same token is not a replacement
 
-        layout = plan(ids.shape[0], adapter.n, device=ids.device)
-        out = adapter.run(model, layout, corrupted, mask, inputs.get("token_type_ids"), raw=True)
+        out, layout = _run_raw(model, adapter, batch, corrupted)
         states = adapter.demultiplexer(out.last_hidden_state)  # [G, N, L, H]
         logits = adapter.electra_head(states)  # [G, N, L]
         valid = mask[layout.order].view(logits.shape).bool()
@@ -256,10 +249,8 @@ class MuxTaskObjective(TaskObjective):
             return loss, outputs, logs
         adapter = adapter_of(model, "mux-task")
         assert adapter.last_hidden is not None and adapter.layout is not None
-        inputs = _inputs(batch)
-        mask = inputs.get("attention_mask", torch.ones_like(inputs["input_ids"]))
-        aux, accuracy = retrieval_loss(adapter, adapter.last_hidden, adapter.layout,
-                                       inputs["input_ids"], mask,
+        ids, mask = _ids_and_mask(batch)
+        aux, accuracy = retrieval_loss(adapter, adapter.last_hidden, adapter.layout, ids, mask,
                                        fraction=self.position_fraction)  # fmt: skip
         return loss + self.retrieval_weight * aux, outputs, {
             **logs, "retrieval": float(aux.detach()), "retrieval_accuracy": accuracy,

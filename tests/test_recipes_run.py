@@ -1,0 +1,43 @@
+"""Every shipped recipe runs end to end (on a tiny model, a few examples and two steps a stage)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from effkit.recipe import load_recipe
+from effkit.runner import run
+
+RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
+
+
+def shrunk(path: Path) -> list[str]:
+    recipe = load_recipe(path)
+    overrides = [
+        "model.source=preset:tiny",
+        "data.limit=24",
+        "data.max_length=32",
+        "benchmark.batch_size=4",
+        "benchmark.seq_len=16",
+        "benchmark.warmup=0",
+        "benchmark.trials=1",
+        "benchmark.batches=1",
+    ]
+    for stage in recipe.stages:
+        overrides += [
+            f"stages.{stage.name}.train.steps=2",
+            f"stages.{stage.name}.train.batch_size=8",
+        ]
+        if stage.train.eval_every:
+            overrides.append(f"stages.{stage.name}.train.eval_every=1")
+    return overrides
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
+def test_recipe_runs(tmp_path, path):
+    result = run(load_recipe(path, shrunk(path)), tmp_path / "run", progress=False)
+    assert result.report.is_file()
+    assert set(result.metrics) == set(result.recipe.evaluate.splits)
+    assert result.bench is not None and "final" in result.bench["timings"]

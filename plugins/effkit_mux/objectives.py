@@ -33,6 +33,7 @@ from .heads import DiscriminatorHead, VocabHead
 if TYPE_CHECKING:
     from .adapter import Layout
 
+
 def _ids_and_mask(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     ids = batch["input_ids"]
     return ids, batch.get("attention_mask", torch.ones_like(ids))

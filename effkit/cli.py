@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from effkit.errors import EffkitError
+from effkit.errors import EffkitError, did_you_mean
 
 app = typer.Typer(
     name="effkit",
@@ -250,11 +250,18 @@ def eval_(
         cfg = DataConfig.model_validate(fields)
     except Exception as exc:
         raise RecipeError(f"data options: {exc}") from None
+    splits = split or ["test"]
+    for name in splits:
+        if name not in ("train", "validation", "test"):
+            raise RecipeError(
+                f"unknown split '{name}'",
+                hint=did_you_mean(name, ["train", "validation", "test"]),
+            )
     model.max_length = cfg.max_length
     task_data = load_task_data(cfg, model.task.type, model.task.labels)
     metrics = {
         s: evaluate_examples(model, task_data.splits[s], batch_size=batch_size, progress=s)
-        for s in (split or ["test"])
+        for s in splits
     }
     out.print(_metrics_table(metrics, f"{model_dir}"))
     if json_out is not None:

@@ -326,24 +326,36 @@ def load_model(
 
 
 def _new_head(model: EffkitModel, task: Task) -> EffkitModel:
-    """The same encoder under a freshly initialised head for ``task``."""
-    if model.transforms:
-        log.info(
-            "replacing the task head of a model with transforms %s",
-            [t.name for t in model.transforms],
-        )
-    config = model.hf.config
+    """The same model (encoder and transforms) under a freshly initialised head for ``task``.
+
+    The new transformers model is built from the source config with the new labels, every
+    recorded transform rebuilds its structure on it (as :func:`load` does), and then every
+    weight outside the task head is copied over.
+    """
+    config = copy.deepcopy(model.source_config)
     for key, value in _label_maps(task.labels or []).items():
         setattr(config, key, value)
-        setattr(model.source_config, key, value)
     hf = _hf_auto_class(task.type).from_config(config)
-    base_name = hf.base_model_prefix
-    getattr(hf, base_name).load_state_dict(getattr(model.hf, base_name).state_dict())
     new = EffkitModel(hf, model.tokenizer, task, model.source)
-    new.source_config = model.source_config
-    new.transforms = list(model.transforms)
     new.max_length = model.max_length
-    new.adapter = model.adapter
+    ctx = StageContext(stage="load", tokenizer=model.tokenizer, rebuilding=True)
+    for transform in model.transforms:
+        new = transform.rebuild(new, ctx)
+        new.transforms.append(transform)
+    head = "hf."
+    body = f"hf.{hf.base_model_prefix}."
+    weights = {
+        key: value
+        for key, value in model.state_dict().items()
+        if not key.startswith(head) or key.startswith(body)
+    }
+    missing, unexpected = new.load_state_dict(weights, strict=False)
+    stray = [key for key in missing if not key.startswith(head) or key.startswith(body)]
+    if stray or unexpected:
+        raise ModelError(
+            f"the model's weights do not fit its rebuilt structure under a new head "
+            f"(missing {stray[:5]}, unexpected {unexpected[:5]})"
+        )
     return new
 
 

@@ -40,6 +40,21 @@ log = logging.getLogger(__name__)
 MANIFEST_VERSION = 1
 
 
+def _folder_fingerprint(source: str) -> str | None:
+    """What identifies a local model folder's contents (configs, and weight sizes and times)."""
+    folder = Path(source)
+    if not folder.is_dir():
+        return None
+    facts = []
+    for path in sorted(folder.iterdir()):
+        if path.suffix == ".json":
+            facts.append((path.name, path.read_text(encoding="utf-8", errors="replace")))
+        elif path.is_file():
+            stat = path.stat()
+            facts.append((path.name, f"{stat.st_size}:{stat.st_mtime_ns}"))
+    return stable_hash(facts)
+
+
 def cache_root() -> Path:
     """The stage cache shared by all runs on this machine."""
     return Path(os.environ.get("EFFKIT_CACHE", Path.home() / ".cache" / "effkit"))
@@ -205,6 +220,10 @@ class Runner:
     # ------------------------------------------------------------------ folder and keys
 
     def _check_folder(self) -> None:
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise RunError(
+                f"run folder '{self.run_dir}' is a file", hint="choose another --run-dir"
+            )
         path = self.run_dir / "manifest.json"
         if not path.exists():
             if self.run_dir.exists() and any(self.run_dir.iterdir()):
@@ -231,12 +250,16 @@ class Runner:
                 "task": self.recipe.task.model_dump(mode="json"),
                 "data": self.recipe.data.model_dump(mode="json") if self.recipe.data else None,
                 "data_fingerprint": self.data.fingerprint() if self.data else None,
+                "model_fingerprint": _folder_fingerprint(self.recipe.model.source),
                 "seed": self.recipe.seed,
             }
         )
         keys = {"initial": previous}
+        # how often a stage logs or checkpoints does not change what it computes
+        bookkeeping = {"train": {"checkpoint_every", "log_every"}}
         for stage in self.recipe.stages:
-            previous = stable_hash({"previous": previous, "stage": stage.model_dump(mode="json")})
+            dumped = stage.model_dump(mode="json", exclude=bookkeeping)
+            previous = stable_hash({"previous": previous, "stage": dumped})
             keys[stage.name] = previous
         return keys
 

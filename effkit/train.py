@@ -388,11 +388,12 @@ def train_stage(
     running: dict[str, list[float]] = {}
     began = time.perf_counter() - result.seconds
     step = start
+    completed = start  # steps whose update is fully applied
     updating = False
+    step_rng = _rng_state()  # the random state a step starts from, to restart it identically
     try:
         for step in range(start, cfg.steps):
             ctx.step = step
-            step_rng = _rng_state()  # an interrupted step restarts with the same dropout
             indices = batch_indices(len(features), seed, step, cfg.batch_size)
             for chunk in _micro_batches(indices, cfg, rank, world):
                 batch = {
@@ -412,16 +413,23 @@ def train_stage(
                     running.setdefault(key, []).append(number)
             updating = True
             _average_gradients(params, accelerator)
+            scaler = getattr(accelerator, "scaler", None)  # fp16: loss was scaled in backward
+            if scaler is not None:
+                scaler.unscale_(optimizer)
             if cfg.max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(clip, cfg.max_grad_norm)
-            optimizer.step()
+            if scaler is not None:
+                scaler.step(optimizer)  # skips the step when gradients overflowed
+                scaler.update()
+            else:
+                optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             ctx.step = step + 1
             for transform in transforms:
                 transform.on_step(model, ctx)
             updating = False
-            done = step + 1
+            completed = done = step + 1
             if done % cfg.log_every == 0 or done == cfg.steps:
                 row = {"step": float(done), "lr": float(scheduler.get_last_lr()[0])}
                 row.update({k: sum(v) / len(v) for k, v in running.items()})
@@ -453,9 +461,13 @@ def train_stage(
                 _save_checkpoint(
                     ckpt, model, optimizer, scheduler, result, best_state, done, checkpoint_key
                 )
+            step_rng = _rng_state()
     except KeyboardInterrupt:
-        if ckpt is not None and main and not updating and step > start:
+        # Mid-update the state is inconsistent: keep the last regular checkpoint. Otherwise save
+        # the completed steps; a step stopped before its update restarts with its own RNG state.
+        if ckpt is not None and main and not updating and completed > start:
             result.seconds = time.perf_counter() - began
+            rng = step_rng if completed == step else None
             _save_checkpoint(
                 ckpt,
                 model,
@@ -463,11 +475,11 @@ def train_stage(
                 scheduler,
                 result,
                 best_state,
-                step,
+                completed,
                 checkpoint_key,
-                step_rng,
+                rng,
             )
-            log.warning("stage '%s' interrupted; checkpoint saved at step %d", ctx.stage, step)
+            log.warning("stage '%s' interrupted; checkpoint saved at step %d", ctx.stage, completed)
         raise
     finally:
         bar.close()

@@ -263,3 +263,20 @@ def test_multiplexing_composes_with_a_smaller_student_in_either_order(tmp_path, 
     inputs = batch(5)
     with torch.inference_mode():
         assert torch.equal(model(**inputs).logits, back(**inputs).logits)
+
+
+def test_a_new_task_head_keeps_the_model_multiplexed(tmp_path):
+    model = tiny(n=2)
+    save(model, tmp_path / "pretrained")
+    again = load_model(str(tmp_path / "pretrained"), labels=["a", "b"])
+    assert again.task.labels == ["a", "b"]
+    calls = []
+    again.adapter.multiplexer.register_forward_hook(lambda *args: calls.append(1))
+    inputs = batch(4)
+    with torch.inference_mode():
+        logits = again.eval()(**inputs).logits
+    assert logits.shape == (4, 2) and calls, "the multiplexer runs under the new head"
+    save(again, tmp_path / "tuned")
+    with torch.inference_mode():
+        reloaded = load(tmp_path / "tuned")(**inputs).logits
+    assert torch.allclose(reloaded, logits, atol=1e-6)

@@ -54,3 +54,31 @@ def test_learning_rate_warms_up_then_follows_the_schedule(scheduler):
         assert factor(99) == pytest.approx(1.0)
     else:
         assert factor(99) < 0.05
+
+
+def test_interrupt_during_validation_saves_the_finished_step(tmp_path):
+    import json
+
+    from effkit.objectives import TaskObjective
+    from effkit.train import train_stage
+    from effkit.transform import StageContext
+
+    data = load_task_data(DataConfig(source="builtin:synthetic", max_length=16),
+                          "sequence-classification")  # fmt: skip
+    model = load_model("preset:tiny", labels=data.labels)
+    model.max_length = 16
+    ctx = StageContext(stage="s", tokenizer=model.tokenizer, data=data, max_length=16)
+
+    def validate(_model):
+        if ctx.step == 4:  # Ctrl-C while step 4's update is already applied
+            raise KeyboardInterrupt
+        return {"accuracy": 0.5}
+
+    cfg = TrainConfig(steps=8, batch_size=8, eval_every=2, checkpoint_every=100)
+    with pytest.raises(KeyboardInterrupt):
+        train_stage(model, TaskObjective(), [], ctx, cfg, checkpoint_dir=tmp_path,
+                    validate=validate, progress=False)  # fmt: skip
+    progress = json.loads((tmp_path / "last" / "progress.json").read_text())
+    state = torch.load(tmp_path / "last" / "state.pt", weights_only=True)
+    assert progress["step"] == 4
+    assert state["scheduler"]["last_epoch"] == 4  # no step counted twice on resume

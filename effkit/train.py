@@ -3,8 +3,8 @@
 The loop is written out top to bottom rather than hidden in a trainer framework. accelerate
 provides the process group, the device and mixed precision; gradients of all processes are
 averaged after each backward pass, so the same recipe runs on one CPU, several GPUs or several
-machines under ``accelerate launch`` / ``torchrun`` and gives the same updates for the same
-global batch.
+machines under ``accelerate launch`` / ``torchrun`` and, for sequence tasks, gives the same
+updates for the same global batch (a token task averages over each share's own tokens).
 
 Batches are drawn from a seeded permutation per epoch, so step ``s`` always sees the same inputs:
 a stage that resumes from a checkpoint continues exactly where it stopped.

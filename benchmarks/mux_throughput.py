@@ -18,8 +18,9 @@ import math
 import sys
 
 import torch
+from common import header, protocol, protocol_arguments
 
-from effkit.bench import BenchConfig, benchmark, resolve_device
+from effkit.bench import benchmark, resolve_device
 from effkit.models import load_model
 from effkit.runner import stack
 from effkit_mux import Multiplex
@@ -36,14 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ns", type=int, nargs="+", default=[2, 5, 10])
     parser.add_argument("--mux", default="gaussian")
     parser.add_argument("--demux", default="rsa")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--warmup", type=int, default=None)
-    parser.add_argument("--trials", type=int, default=3)
-    parser.add_argument("--batches", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--json", dest="json_out", default=None)
+    protocol_arguments(parser)
     args = parser.parse_args(argv)  # fmt: skip
 
     device = resolve_device(args.device)
@@ -54,19 +48,13 @@ def main(argv: list[str] | None = None) -> int:
         base = load_model(args.model, task=args.task, labels=labels).eval()
         mux = Multiplex(n=n, mux=args.mux, demux=args.demux)
         models[f"N={n}"] = stack(base, [mux]).to(device).eval()
-    cfg = BenchConfig(batch_size=args.batch_size, seq_len=args.seq_len, warmup=args.warmup,
-                      trials=args.trials, batches=args.batches, threads=args.threads,
-                      device=args.device)  # fmt: skip
+    cfg = protocol(args)
     reference = models["N=1"]
     result = benchmark(models, cfg, vocab_size=reference.vocab_size, baseline="N=1",
                        type_vocab_size=reference.type_vocab_size)  # fmt: skip
     data = result.to_dict()
-    s, env = data["settings"], data["environment"]
-    print(f"{args.model}, {args.task}, mux={args.mux}, demux={args.demux}; batch "
-          f"{s['batch_size']} inputs x {s['seq_len']} tokens on {s['device']} "
-          f"({env.get('cuda_device') or env.get('cpu')}), {s['threads']} threads, warm-up "
-          f"{s['warmup']}, median of {s['trials']} trials x {s['batches']} batches, "
-          f"torch {env['torch']}")  # fmt: skip
+    s = data["settings"]
+    print(header(data, f"{args.model}, {args.task}, mux={args.mux}, demux={args.demux}"))
     print()
     print("| N | rows per batch | samples/s | ratio | ceiling | share of ceiling |")
     print("|---|---|---|---|---|---|")

@@ -15,23 +15,16 @@ import argparse
 import json
 import sys
 
-import torch
+from common import header, protocol, protocol_arguments
 from transformers import AutoModelForSequenceClassification
 
-from effkit.bench import BenchConfig, benchmark, resolve_device
+from effkit.bench import benchmark, resolve_device
 from effkit.models import load_model, minilm_path
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--warmup", type=int, default=None)
-    parser.add_argument("--trials", type=int, default=5)
-    parser.add_argument("--batches", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--json", dest="json_out", default=None)
+    protocol_arguments(parser, trials=5)
     args = parser.parse_args(argv)
 
     device = resolve_device(args.device)
@@ -39,15 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     direct = AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=5)
     direct = direct.to(device).eval()
     direct.load_state_dict(effkit_model.hf.state_dict())  # identical weights, identical work
-    cfg = BenchConfig(
-        batch_size=args.batch_size,
-        seq_len=args.seq_len,
-        warmup=args.warmup,
-        trials=args.trials,
-        batches=args.batches,
-        threads=args.threads,
-        device=args.device,
-    )
+    cfg = protocol(args)
     result = benchmark(
         {"transformers": direct, "effkit": effkit_model},
         cfg,
@@ -56,11 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         type_vocab_size=effkit_model.type_vocab_size,
     )
     data = result.to_dict()
-    settings = data["settings"]
-    print(f"all-MiniLM-L6-v2, batch {settings['batch_size']} x {settings['seq_len']} on "
-          f"{settings['device']} ({data['environment']['cpu'] or ''}), {settings['threads']} "
-          f"threads, warm-up {settings['warmup']}, {settings['trials']} trials of "
-          f"{settings['batches']} batches, torch {torch.__version__}")  # fmt: skip
+    print(header(data, "all-MiniLM-L6-v2"))
     print()
     print("| called as | samples/s | ms/batch | ratio |")
     print("|---|---|---|---|")

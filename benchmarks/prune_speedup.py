@@ -21,9 +21,10 @@ import json
 import sys
 
 import torch
+from common import header, protocol, protocol_arguments
 
 from effkit import StageContext
-from effkit.bench import BenchConfig, benchmark, resolve_device
+from effkit.bench import benchmark, resolve_device
 from effkit.models import EffkitModel, load_model
 from effkit.runner import stack
 from effkit_cofi import CoFiPrune
@@ -52,14 +53,7 @@ def cofi(model: EffkitModel, heads_kept: int, ffn_share: float) -> tuple[EffkitM
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--warmup", type=int, default=None)
-    parser.add_argument("--trials", type=int, default=3)
-    parser.add_argument("--batches", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--json", dest="json_out", default=None)
+    protocol_arguments(parser)
     args = parser.parse_args(argv)
 
     device = resolve_device(args.device)
@@ -80,18 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     for model in models.values():
         model.to(device).eval()
 
-    cfg = BenchConfig(batch_size=args.batch_size, seq_len=args.seq_len, warmup=args.warmup,
-                      trials=args.trials, batches=args.batches, threads=args.threads,
-                      device=args.device)  # fmt: skip
+    cfg = protocol(args)
     base = models["unpruned"]
     result = benchmark(models, cfg, vocab_size=base.vocab_size, baseline="unpruned",
                        type_vocab_size=base.type_vocab_size)  # fmt: skip
     data = result.to_dict()
-    s, env = data["settings"], data["environment"]
-    print(f"all-MiniLM-L6-v2; batch {s['batch_size']} inputs x {s['seq_len']} tokens on "
-          f"{s['device']} ({env.get('cuda_device') or env.get('cpu')}), {s['threads']} threads, "
-          f"warm-up {s['warmup']}, median of {s['trials']} trials x {s['batches']} batches, "
-          f"torch {env['torch']}")  # fmt: skip
+    print(header(data, "all-MiniLM-L6-v2"))
     print()
     print("| model | sparsity (CoFi count) | encoder params | samples/s | vs unpruned N=1 |")
     print("|---|---|---|---|---|")

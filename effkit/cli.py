@@ -167,7 +167,13 @@ def plugins() -> None:
                 f"{f['name']}: {f['type']}" + ("" if f["required"] else f" = {f['default']!r}")
                 for f in row["fields"]
             )
-            table.add_row(row["name"], f"{row['summary']}\n[dim]{row['origin']}[/dim]", fields)
+            from rich.markup import escape
+
+            table.add_row(
+                row["name"],
+                f"{escape(row['summary'])}\n[dim]{escape(row['origin'])}[/dim]",
+                escape(fields),
+            )
         out.print(table)
 
 

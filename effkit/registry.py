@@ -118,7 +118,8 @@ def describe(group: str) -> list[dict[str, Any]]:
         doc = (cls.__doc__ or "").strip().splitlines()
         fields = []
         for field_name, info in getattr(cls, "model_fields", {}).items():
-            annotation = getattr(info.annotation, "__name__", None) or str(info.annotation)
+            plain = isinstance(info.annotation, type)  # list[str] keeps its parameters
+            annotation = info.annotation.__name__ if plain else str(info.annotation)
             default = None if info.is_required() else info.get_default(call_default_factory=True)
             fields.append(
                 {

@@ -12,8 +12,6 @@ a stage that resumes from a checkpoint continues exactly where it stopped.
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import logging
 import math
 import random
@@ -489,12 +487,3 @@ def train_stage(
                  result.best_score)  # fmt: skip
     model.eval()
     return result
-
-
-@contextlib.contextmanager
-def frozen_copy(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """A frozen deep copy of ``model`` in eval mode (teachers)."""
-    teacher = copy.deepcopy(model).eval()
-    for param in teacher.parameters():
-        param.requires_grad_(False)
-    yield teacher

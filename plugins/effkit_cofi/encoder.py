@@ -57,14 +57,8 @@ class SkippedFeedForward(nn.Module):
 
 def backbone(model: EffkitModel) -> Any:
     """The transformers base model, checked to have the BERT-family layout."""
-    hf = model.hf
-    base = getattr(hf, hf.base_model_prefix, None)
-    layers = getattr(getattr(base, "encoder", None), "layer", None)
-    if base is None or not hasattr(base, "embeddings") or not isinstance(layers, nn.ModuleList):
-        raise ModelError(
-            f"{type(hf).__name__} does not have the BERT-family layout (embeddings, "
-            "encoder.layer); CoFi pruning supports BERT, RoBERTa, ELECTRA and MiniLM encoders"
-        )
+    base = model.base
+    model.encoder_layers()  # the BERT-family layout, or a clear error
     for index, layer in enumerate(layers_of(base)):
         if not attention_removed(layer) and not hasattr(layer.attention.self, "query"):
             raise ModelError(f"encoder layer {index} has no attention.self.query to prune")

@@ -142,12 +142,6 @@ class MuxAdapter(nn.Module):
         self.lm_head = None
         self.electra_head = None
 
-    def detach_hooks(self) -> None:
-        """Remove the hooks from the transformers model (the model runs unmultiplexed again)."""
-        for hook in self._hooks:
-            hook.remove()
-        self._hooks = []
-
     # ------------------------------------------------------------------ hooks
 
     def _after_embeddings(self, module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:

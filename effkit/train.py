@@ -426,6 +426,8 @@ def train_stage(
             ctx.step = step + 1
             for transform in transforms:
                 transform.on_step(model, ctx)
+                for key, number in transform.progress(model, ctx).items():
+                    running.setdefault(key, []).append(number)
             updating = False
             completed = done = step + 1
             if done % cfg.log_every == 0 or done == cfg.steps:

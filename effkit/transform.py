@@ -99,6 +99,10 @@ class Transform(BaseModel):
     def on_step(self, model: EffkitModel, ctx: StageContext) -> None:
         """Called after every optimizer step; ``ctx.step`` is the number of steps done."""
 
+    def progress(self, model: EffkitModel, ctx: StageContext) -> dict[str, float]:
+        """Figures to log in the training history after every step (not part of the loss)."""
+        return {}
+
     def finalize(self, model: EffkitModel, ctx: StageContext) -> EffkitModel:
         """Make the change permanent at the end of the stage; return the final model."""
         return model

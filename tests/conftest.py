@@ -64,6 +64,9 @@ class Probe(Transform):
     def on_step(self, model, ctx: StageContext) -> None:
         self._events.append(f"step{ctx.step}")
 
+    def progress(self, model, ctx: StageContext) -> dict[str, float]:
+        return {"probe_scale": float(model.probe_scale.detach())}
+
     def finalize(self, model, ctx: StageContext):
         self._events.append("finalize")
         del model.probe_scale

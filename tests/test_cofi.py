@@ -177,6 +177,7 @@ def test_lagrangian_steers_the_expected_sparsity_to_the_target(synthetic):
     report = record["transforms"][0]
     # CoFi's initial masks: FFN dimensions at droprate 0.5, everything else kept
     assert all("lagrangian" in row for row in record["train"]["history"])
+    assert all(0.0 <= row["expected_sparsity"] <= 1.0 for row in record["train"]["history"])
     assert report["expected_sparsity"] == pytest.approx(0.6, abs=0.05)
     assert report["sparsity"] == pytest.approx(0.6, abs=0.05)
     # the model really is smaller, the masks and hooks are gone

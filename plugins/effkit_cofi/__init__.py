@@ -200,6 +200,16 @@ class CoFiPrune(Transform):
     def on_step(self, model: EffkitModel, ctx: StageContext) -> None:
         self._masks(model).constrain()
 
+    def progress(self, model: EffkitModel, ctx: StageContext) -> dict[str, float]:
+        masks = self._masks(model)
+        with torch.no_grad():
+            expected = float(masks.expected_sparsity())
+        return {
+            "expected_sparsity": expected,
+            "target_sparsity": self.target_at(ctx.step, ctx.total_steps),
+            "lambda_1": float(masks.lambda_1.detach()),
+        }
+
     def finalize(self, model: EffkitModel, ctx: StageContext) -> EffkitModel:
         masks = self._masks(model)
         with torch.no_grad():

@@ -7,6 +7,7 @@ The Python API mirrors the recipe format::
     model = stack(model, [KeepLayers(layers=[0, 2, 4])])
     result = run("recipes/quickstart.yaml")         # or run(Recipe(...)) from Python
     result.metrics["test"]["accuracy"], model.predict(["some text"])
+    front = search("recipes/pareto_search.yaml", trials=12).front  # throughput vs accuracy
 """
 
 from effkit.errors import (
@@ -43,6 +44,7 @@ __all__ = [
     "register",
     "run",
     "save",
+    "search",
     "stack",
 ]
 
@@ -53,6 +55,10 @@ def __getattr__(name: str) -> object:
         from effkit import runner
 
         return getattr(runner, name)
+    if name == "search":
+        from effkit.pareto import search
+
+        return search
     if name == "load_recipe":
         from effkit.recipe import load_recipe
 

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from effkit.errors import EffkitError, did_you_mean
+from effkit.pareto.command import search as search_command
 
 app = typer.Typer(
     name="effkit",
@@ -299,6 +300,41 @@ def predict(
         raise DataError("no input text (one input per non-empty line)")
     for text, result in zip(texts, model.predict(texts, batch_size=batch_size), strict=True):
         sys.stdout.write(json.dumps({"text": text, **result}, ensure_ascii=False) + "\n")
+
+
+@app.command(name="export")
+def export_(
+    model_dir: Annotated[Path, typer.Argument(help="Saved effkit model folder.")],
+    format_: Annotated[str, typer.Option("--format", help="Export format: onnx.")] = "onnx",
+    output: Annotated[
+        Path | None, typer.Option(help="Output file (default MODEL_DIR/model.onnx).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Inputs per batch for check and bench.")] = 8,
+    seq_len: Annotated[int, typer.Option(help="Tokens per input for check and bench.")] = 128,
+    check: Annotated[
+        bool, typer.Option("--check/--no-check", help="Compare with PyTorch (onnxruntime).")
+    ] = True,
+    bench: Annotated[bool, typer.Option("--bench", help="Time onnxruntime vs PyTorch.")] = False,
+    trials: Annotated[int | None, typer.Option(min=1, help="Timed trials (--bench).")] = None,
+    batches: Annotated[int | None, typer.Option(min=1, help="Batches per trial (--bench).")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="Threads (--bench).")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+) -> None:
+    """Export a saved model (plain, pruned or multiplexed) to ONNX and check it against PyTorch."""
+    from effkit.bench import BenchConfig
+    from effkit.export import export_model, summary
+    from effkit.storage import write_json
+
+    cfg = BenchConfig(trials=trials, batches=batches, threads=threads, device="cpu")
+    report = export_model(model_dir, output, format=format_, batch_size=batch_size,
+                          seq_len=seq_len, check=check, bench=bench, bench_config=cfg)  # fmt: skip
+    for line in summary(report):
+        out.print(line, highlight=False, soft_wrap=True)
+    if json_out is not None:
+        write_json(json_out, report)
+
+
+app.command(name="search")(search_command)
 
 
 def main(argv: list[str] | None = None) -> None:

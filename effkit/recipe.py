@@ -93,10 +93,14 @@ class StageConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(description="Unique stage name; addressed by --set stages.NAME....")
+    name: str = Field(
+        description="Unique stage name; addressed by --set stages.NAME....; "
+        "--set stages.NAME=null removes the stage."
+    )
     transforms: list[str | dict[str, Any]] = Field(
         default_factory=list,
-        description="Transforms, each a name or {name: PLUGIN, field: value, ...}.",
+        description="Transforms, each a name or {name: PLUGIN, field: value, ...}; "
+        "--set stages.NAME.transforms.PLUGIN=null removes one.",
     )
     objective: str | dict[str, Any] = Field(
         "task", description="Training objective: a name or {name: PLUGIN, field: value}."
@@ -269,6 +273,9 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[Loc, str]:
     """Apply ``PATH=VALUE`` overrides in place; list items are addressed by name or index.
 
+    ``PATH=null`` on a list item removes it (``stages.prime=null`` leaves the stage out,
+    ``stages.finetune.transforms.multiplex=null`` one transform), so that a variant of a recipe
+    that does without a stage is an override too, for ``--set`` and for searches alike.
     Returns the numeric location each override set, so errors can name the ``--set``.
     """
     origins: dict[Loc, str] = {}
@@ -279,7 +286,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[Loc, str
         for depth, part in enumerate(parts):
             last = depth == len(parts) - 1
             if isinstance(node, list):
-                names = [e.get("name") for e in node if isinstance(e, dict)]
+                # a transform may be written as a bare name: it is addressed by that name
+                names = [
+                    e.get("name") if isinstance(e, dict) else e if isinstance(e, str) else None
+                    for e in node
+                ]
                 if part in names:
                     index = names.index(part)
                 elif part.lstrip("-").isdigit() and -len(node) <= int(part) < len(node):
@@ -291,7 +302,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[Loc, str
                         hint=did_you_mean(part, [str(n) for n in names if n is not None]),
                     )
                 loc.append(index)
-                if last:
+                if last and value is None:
+                    del node[index]
+                    loc.clear()  # nothing is left at that location to blame an error on
+                elif last:
                     node[index] = value
                 else:
                     node = node[index]
@@ -306,7 +320,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[Loc, str
             else:
                 where = ".".join(parts[:depth])
                 raise RecipeError(f"--set {item}: '{where}' is a value, not a section")
-        origins[tuple(loc)] = f"--set {item}"
+        if loc:
+            origins[tuple(loc)] = f"--set {item}"
     return origins
 
 

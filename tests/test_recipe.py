@@ -148,7 +148,12 @@ def test_schema_lists_installed_transforms_and_forbids_extra_fields():
 def test_every_shipped_recipe_validates():
     from pathlib import Path
 
+    from effkit.pareto.spec import check, is_search_spec, load_spec
+
     recipes = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
     assert recipes, "the recipes/ folder ships recipes"
     for path in recipes:
-        load_recipe(path)
+        if is_search_spec(path):  # its base recipe and every value of its space
+            check(load_spec(path))
+        else:
+            load_recipe(path)

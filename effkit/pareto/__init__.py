@@ -1,0 +1,32 @@
+"""Pareto search: the fastest stack that still reaches a target accuracy, on the user's own task.
+
+A search spec (YAML) names a base recipe, a space over its fields (addressed as in ``--set``),
+a task metric and a target. Optuna samples the space; each trial is a recipe run into
+``<search dir>/trials/NNNN`` that shares the stage cache, so trials that agree on their first
+stages train them once. A trial's objectives are its validation metric and its throughput as a
+ratio to the base recipe's starting model (N=1, unpruned), both maximised, with the target as a
+constraint. The search folder ends with every trial (``trials.csv``), the Pareto front
+(``pareto.csv``, ``pareto.png``), the best trial that meets the target as a plain recipe
+(``best_recipe.yaml``) and ``report.md``. See docs/search.md.
+
+This package stays light to import (the command line imports it on every start); the search
+itself, Optuna included, loads on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["Param", "SearchResult", "SearchSpec", "load_spec", "search"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Param", "SearchSpec", "load_spec"):
+        from effkit.pareto import spec
+
+        return getattr(spec, name)
+    if name in ("SearchResult", "search"):
+        from effkit.pareto import study
+
+        return getattr(study, name)
+    raise AttributeError(f"module 'effkit.pareto' has no attribute {name!r}")

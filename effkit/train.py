@@ -444,8 +444,11 @@ def train_stage(
                 scores = validate(model)
                 score = float(scores[metric])
                 model.train()
-                result.validation.append({"step": float(done), metric: score})
-                if result.best_score is None or score > result.best_score:
+                eligible = all(t.selectable(model, ctx) for t in transforms)
+                result.validation.append(
+                    {"step": float(done), metric: score, "selectable": float(eligible)}
+                )
+                if eligible and (result.best_score is None or score > result.best_score):
                     result.best_score, result.best_step = score, done
                     result.best_metrics = scores
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}

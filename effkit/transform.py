@@ -103,6 +103,12 @@ class Transform(BaseModel):
         """Figures to log in the training history after every step (not part of the loss)."""
         return {}
 
+    def selectable(self, model: EffkitModel, ctx: StageContext) -> bool:
+        """Whether the model at this step may be kept as the stage's best (validation-based
+        model selection). A transform still on its way to a target (a sparsity warm-up) says
+        no, so that selection cannot pick an early, less compressed state."""
+        return True
+
     def finalize(self, model: EffkitModel, ctx: StageContext) -> EffkitModel:
         """Make the change permanent at the end of the stage; return the final model."""
         return model

@@ -189,6 +189,22 @@ def test_lagrangian_steers_the_expected_sparsity_to_the_target(synthetic):
         assert model(**inputs()).logits.shape == (5, 3)
 
 
+def test_model_selection_waits_for_the_target_sparsity(synthetic):
+    """Validation-based selection keeps only states near the target, never an early one."""
+    torch.manual_seed(0)
+    model = load_model("preset:tiny", labels=synthetic.labels)
+    transform = CoFiPrune(sparsity=0.6, mask_lr=0.3, warmup_ratio=0.6)
+    model, record = fit(model, data=synthetic, transforms=[transform],
+                        train=TrainConfig(steps=100, batch_size=8, lr=1e-3, eval_every=10),
+                        progress=False)  # fmt: skip
+    rows = record["train"]["validation"]
+    assert [row["selectable"] for row in rows[:5]] == [0.0] * 5  # still in the warm-up
+    best = record["train"]["best_step"]
+    assert best is not None and best >= 60
+    assert rows[int(best) // 10 - 1]["selectable"] == 1.0
+    assert record["transforms"][0]["sparsity"] == pytest.approx(0.6, abs=0.03)
+
+
 # --------------------------------------------------------------------------- physical removal
 
 

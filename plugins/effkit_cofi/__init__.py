@@ -73,6 +73,8 @@ __all__ = ["CoFiMasks", "CoFiPrune", "SkippedAttention", "SkippedFeedForward"]
 
 MASKS_ATTRIBUTE = "cofi_masks"
 LIVE_LAYERS_KEY = "encoder_live_layers"
+SELECTION_TOLERANCE = 0.02
+"""How far from the target the expected sparsity of a selectable (best-so-far) model may be."""
 
 
 def _kept(unit_z: torch.Tensor | None, block_z: torch.Tensor | None, size: int) -> torch.Tensor:
@@ -199,6 +201,15 @@ class CoFiPrune(Transform):
 
     def on_step(self, model: EffkitModel, ctx: StageContext) -> None:
         self._masks(model).constrain()
+
+    def selectable(self, model: EffkitModel, ctx: StageContext) -> bool:
+        """Only once the warm-up is over and the expected sparsity is within
+        :data:`SELECTION_TOLERANCE` of the target (an overshoot is not the model asked for)."""
+        if ctx.step < self.warmup_ratio * ctx.total_steps:
+            return False
+        with torch.no_grad():
+            expected = float(self._masks(model).expected_sparsity())
+        return abs(expected - self.sparsity) <= SELECTION_TOLERANCE
 
     def progress(self, model: EffkitModel, ctx: StageContext) -> dict[str, float]:
         masks = self._masks(model)

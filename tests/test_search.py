@@ -7,7 +7,9 @@ takes about a second; the space (N in {1, 2}, sparsity in {0, 0.5}) has four par
 from __future__ import annotations
 
 import csv
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -94,6 +96,17 @@ def evaluated_keys(folder: Path) -> list[str]:
     ]
 
 
+def snapshot(folder: Path) -> dict[str, tuple[int, int, int]]:
+    """Every file under ``folder`` with its inode, mtime and size: a rewrite changes the inode
+    (files are replaced atomically), so this does not rely on the file system's mtime resolution."""
+    assert folder.is_dir(), folder
+    return {
+        str(path.relative_to(folder)): (path.stat().st_ino, path.stat().st_mtime_ns,
+                                        path.stat().st_size)
+        for path in sorted(folder.rglob("*")) if path.is_file()
+    }  # fmt: skip
+
+
 def _storage(url: str):
     from effkit.pareto.study import make_storage
 
@@ -120,6 +133,7 @@ def test_null_override_removes_a_stage_or_a_transform():
 
 
 def test_a_measurement_waits_for_work_and_new_work_waits_for_it(tmp_path):
+    import fcntl
     import threading
     import time
 
@@ -142,16 +156,31 @@ def test_a_measurement_waits_for_work_and_new_work_waits_for_it(tmp_path):
             time.sleep(0.3)
             events.append("measure out")
 
+    def gate_closed() -> bool:
+        """Whether a measurement holds the gate (so that new work queues behind it)."""
+        with open(tmp_path / "locks" / "gate.lock", "ab") as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            return False
+
     first = threading.Thread(target=work, args=("first", 0.6, working))
     first.start()
     working.wait()
     meter = threading.Thread(target=measure)
     meter.start()
-    time.sleep(0.2)  # the measurement is waiting now; later work must queue behind it
+    deadline = time.monotonic() + 60
+    # however slow the machine: start later work only once the measurement holds the gate
+    # (or, if it was slower still, has measured already); either way it must come after
+    while not gate_closed() and "measure in" not in events:
+        assert time.monotonic() < deadline, "the measurement never took the gate"
+        time.sleep(0.01)
     second = threading.Thread(target=work, args=("second", 0.0))
     second.start()
     for thread in (first, meter, second):
-        thread.join(timeout=10)
+        thread.join(timeout=60)
     assert events == ["first in", "first out", "measure in", "measure out", "second in",
                       "second out"]  # fmt: skip
 
@@ -235,6 +264,71 @@ def test_cli_spec_error_exits_2_and_writes_nothing(tmp_path):
     assert not folder.exists()
 
 
+def test_a_storage_that_cannot_be_opened_exits_2_and_claims_nothing(tmp_path):
+    from effkit.pareto.study import _shown
+
+    path = write_spec(tmp_path)
+    folder = tmp_path / "out"
+    bad = f"sqlite:///{tmp_path}/no-such-dir/study.db"
+    proc = subprocess.run(
+        [sys.executable, "-m", "effkit.cli", "search", str(path), "--search-dir", str(folder),
+         "--storage", bad, "--trials", "0"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "cannot open the study storage" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    # nothing recorded: the same folder takes the right storage
+    assert not (folder / "search.json").exists()
+    assert _shown("postgresql://user:secret@db/effkit") == "postgresql://user:***@db/effkit"
+
+
+def test_an_unreadable_search_record_is_a_clear_error(tmp_path):
+    from effkit.errors import RunError
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "search.json").write_text('{"name": "tiny-search", "stu', encoding="utf-8")
+    with pytest.raises(RunError, match=r"cannot read '.*search.json'"):
+        run_search(write_spec(tmp_path / "spec"), folder, trials=0)
+    (folder / "search.json").write_text("[]", encoding="utf-8")
+    with pytest.raises(RunError, match="not a search record"):
+        run_search(write_spec(tmp_path / "spec"), folder, trials=0)
+
+
+def test_pareto_png_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    import matplotlib.figure
+    import matplotlib.pyplot as plt
+
+    from effkit.pareto import outputs
+
+    spec = load_spec(write_spec(tmp_path / "spec"))
+    rows = [{"number": i, "state": "COMPLETE", "duplicate_of": None, "metric": m, "ratio": r,
+             "meets_target": True, "label": f"trial {i}"}
+            for i, (m, r) in enumerate([(0.5, 1.0), (0.4, 1.5)])]  # fmt: skip
+    path = tmp_path / "out" / "pareto.png"
+    path.parent.mkdir()
+    assert outputs.plot(path, rows, rows, rows[1], spec, "accuracy")
+    whole = path.read_bytes()
+    assert whole[:8] == b"\x89PNG\r\n\x1a\n"
+
+    def broken(self, fname, **kwargs):
+        if hasattr(fname, "write"):
+            fname.write(b"\x89PNG half")
+        else:
+            Path(fname).write_bytes(b"\x89PNG half")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", broken)
+    figures = len(plt.get_fignums())
+    with pytest.raises(OSError, match="No space"):
+        outputs.plot(path, rows, rows, rows[1], spec, "accuracy")
+    assert path.read_bytes() == whole  # the last whole figure stays
+    assert [p.name for p in path.parent.iterdir()] == ["pareto.png"]
+    assert len(plt.get_fignums()) == figures
+
+
 def test_shipped_pareto_spec_validates():
     spec = load_spec(ROOT / "recipes" / "pareto_search.yaml")
     base = check(spec)
@@ -272,6 +366,7 @@ def test_search_writes_every_output(searched):
     assert len([r for r in rows if r["state"] == "COMPLETE" and not r["duplicate_of"]]) == 3
     assert {"params_n", "params_sparsity", "accuracy", "throughput_ratio"} <= set(rows[0])
     assert (folder / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
     # trials share stages through the cache: some trial took its first stages from it
     assert any(r["reused_stages"] for r in rows) or len({r["params_n"] for r in rows}) == 3
     report = (folder / "report.md").read_text()
@@ -313,17 +408,68 @@ def test_resume_runs_only_the_missing_trials(tmp_path):
     folder = tmp_path / "out"
     first = run_search(spec, folder, trials=2)
     assert len(evaluated_keys(folder)) == 2
-    kept = {r["number"]: (folder / r["run_dir"] / "manifest.json").stat().st_mtime_ns
+    kept = {r["run_dir"]: snapshot(folder / r["run_dir"])
             for r in first.trials if r["state"] == "COMPLETE"}  # fmt: skip
+    assert len(kept) == 2
     second = run_search(spec, folder, trials=4)
     keys = evaluated_keys(folder)
     assert len(keys) == 4 and len(set(keys)) == 4  # every parameter set once, none twice
-    for number, mtime in kept.items():
-        row = next(r for r in second.trials if r["number"] == number)
-        assert (folder / row["run_dir"] / "manifest.json").stat().st_mtime_ns == mtime
+    # completed trials' folders are untouched, whichever trial turns out best this time
+    assert {run_dir: snapshot(folder / run_dir) for run_dir in kept} == kept
     # a finished search run again only rewrites its outputs
     third = run_search(spec, folder, trials=4)
     assert len(third.trials) == len(second.trials)
+    assert {run_dir: snapshot(folder / run_dir) for run_dir in kept} == kept
+
+
+@pytest.mark.slow
+def test_the_best_trial_is_scored_on_test_outside_its_run_folder(tmp_path, monkeypatch):
+    spec = SPEC.replace("trials: 3", "trials: 1\nstart_with: [{n: 2, sparsity: 0.5}]")
+    spec_path = write_spec(tmp_path / "spec", spec)
+    folder = tmp_path / "out"
+    first = run_search(spec_path, folder)
+    assert first.best is not None and first.best["number"] == 0
+    trial_dir = folder / "trials" / "0000"
+    # the trial's folder holds the trial as it ran: scored on validation only
+    assert load_recipe(trial_dir / "recipe.yaml").evaluate.splits == ["validation"]
+    assert "test" not in json.loads((trial_dir / "metrics.json").read_text())["metrics"]
+    kept = snapshot(trial_dir)
+    # without best/ and without the stage cache, best/ starts from the trial's own stages
+    shutil.rmtree(folder / "best")
+    monkeypatch.setenv("EFFKIT_CACHE", str(tmp_path / "empty-cache"))
+    again = run_search(spec_path, folder)
+    assert snapshot(trial_dir) == kept
+    assert again.best is not None and again.best["test"] == first.best["test"]
+    for stage in ("prime", "finetune", "prune"):  # hard links: nothing was trained again
+        assert os.path.samefile(folder / "best" / "stages" / stage / "stage.json",
+                                trial_dir / "stages" / stage / "stage.json")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_recipe_that_failed_with_an_error_is_not_run_again(tmp_path, monkeypatch):
+    from effkit.pareto import study
+
+    ran: list[str] = []
+
+    def fail(self):
+        ran.append(study.recipe_key(self.recipe))
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(study.TrialRunner, "run", fail)
+    # with sparsity 0 the prune stage is gone, so both start_with entries are one recipe
+    spec = SPEC.replace(
+        "target:",
+        "  lr:\n    field: stages.prune.train.lr\n    choices: [0.001, 0.002]\ntarget:",
+    ).replace("trials: 3", "trials: 2\nstart_with: [{n: 2, sparsity: 0.0, lr: 0.001}, "
+              "{n: 2, sparsity: 0.0, lr: 0.002}]")  # fmt: skip
+    result = run_search(write_spec(tmp_path / "spec", spec), tmp_path / "out")
+    rows = {r["number"]: r for r in result.trials}
+    assert rows[0]["state"] == "FAIL" and "out of memory" in rows[0]["note"]
+    assert rows[1]["state"] == "FAIL" and rows[1]["duplicate_of"] == 0
+    assert "trial 0" in rows[1]["note"]
+    # two distinct recipes were evaluated (failed ones count), none of them twice
+    assert len(ran) == 2 and len(set(ran)) == 2
+    assert result.best is None
 
 
 @pytest.mark.slow

@@ -8,9 +8,12 @@ counted twice on the front.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
+import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -151,11 +154,30 @@ def plot(path: Path, rows: list[Row], front: list[Row], best: Row | None, spec: 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    tmp.replace(path)
+    image = io.BytesIO()
+    try:
+        fig.savefig(image, dpi=120, format="png")
+    finally:
+        plt.close(fig)
+    write_bytes(path, image.getvalue())
     return True
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    """Write ``data`` through a temporary file of its own in the same folder, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
 
 
 def plot_html(path: Path, study: Any, metric: str, constraints: Callable[..., Any] | None) -> bool:

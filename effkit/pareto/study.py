@@ -25,6 +25,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import shutil
 import socket
 import time
 import warnings
@@ -53,7 +54,7 @@ from effkit.pareto.spec import (
 )
 from effkit.recipe import NAME, Recipe, StageConfig
 from effkit.runner import Runner
-from effkit.storage import read_json, stable_hash, write_json, write_text
+from effkit.storage import copy_tree, read_json, stable_hash, write_json, write_text
 
 if TYPE_CHECKING:
     import optuna
@@ -133,6 +134,18 @@ def _default_storage(folder: Path, workers: int) -> str:
     if workers == 1:
         return f"sqlite:///{(folder / 'study.db').resolve()}"
     return f"journal:{(folder / 'journal.log').resolve()}"
+
+
+def _shown(url: str) -> str:
+    """A storage URL for messages, without its password."""
+    if url.startswith("journal:"):
+        return url
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("://", 1)[0] + "://..." if "://" in url else url
 
 
 def _owned(folder: Path, url: str) -> bool:
@@ -257,8 +270,9 @@ def _counts(study: optuna.Study) -> tuple[int, int]:
 
     evaluated = running = 0
     for trial in study.get_trials(deepcopy=False):
-        ran = trial.state == TrialState.COMPLETE and "duplicate_of" not in trial.user_attrs
-        if ran or (trial.state == TrialState.FAIL and "error" in trial.user_attrs):
+        own = "duplicate_of" not in trial.user_attrs
+        ran = trial.state == TrialState.COMPLETE and own
+        if ran or (trial.state == TrialState.FAIL and "error" in trial.user_attrs and own):
             evaluated += 1
         elif trial.state == TrialState.RUNNING:
             running += 1
@@ -408,16 +422,25 @@ class Objective:
             raise
 
     def _claim(self, trial: optuna.Trial, key: str) -> Any:
-        """Record the trial's recipe; return a trial that already ran or is running it."""
+        """Record the trial's recipe; return a trial that already ran or is running it.
+
+        A trial that failed with an error of its own was evaluated too (it counts), so its
+        recipe is not run again; one that was interrupted is evaluated again by its retry.
+        """
         from optuna.trial import TrialState
 
         with self.locks.exclusive("dedupe"):
             trial.set_user_attr("recipe_key", key)
-            states = (TrialState.COMPLETE, TrialState.RUNNING)
+            states = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.FAIL)
             for other in trial.study.get_trials(deepcopy=False, states=states):
-                if other.number == trial.number or other.user_attrs.get("recipe_key") != key:
+                attrs = other.user_attrs
+                if other.number == trial.number or attrs.get("recipe_key") != key:
                     continue
-                if other.state == TrialState.RUNNING or "duplicate_of" not in other.user_attrs:
+                if other.state == TrialState.RUNNING:
+                    return other
+                if "duplicate_of" in attrs:
+                    continue
+                if other.state == TrialState.COMPLETE or "error" in attrs:
                     return other
         return None
 
@@ -427,6 +450,11 @@ class Objective:
 
         self.last_was_duplicate = True
         trial.set_user_attr("duplicate_of", other.number)
+        if other.state == TrialState.FAIL:
+            raise RunError(
+                f"the same recipe as trial {other.number}, which failed: "
+                f"{other.user_attrs.get('error')}"
+            )
         if other.state != TrialState.COMPLETE:
             raise optuna.TrialPruned(f"trial {other.number} is running the same recipe")
         for name in ("metrics", "throughput", "run_dir", "num_parameters"):
@@ -583,7 +611,18 @@ def _resolve_folder(
                 hint="choose another --search-dir",
             )
         return storage or _default_storage(folder, workers)
-    record = read_json(record_path)
+    try:
+        record = read_json(record_path)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise RunError(
+            f"cannot read '{record_path}': {exc}",
+            hint="restore it, or choose another --search-dir",
+        ) from None
+    if not isinstance(record, dict):
+        raise RunError(
+            f"'{record_path}' is not a search record (a JSON object with name, study, storage)",
+            hint="restore it, or choose another --search-dir",
+        )
     if record.get("name") != spec.name or record.get("study") != study_name:
         raise RunError(
             f"search folder '{folder}' holds study '{record.get('study')}' of search "
@@ -602,14 +641,20 @@ def _resolve_folder(
 def _open_study(ctx: Context, base: Base) -> optuna.Study:
     import optuna
 
-    storage = make_storage(ctx.storage)
-    study = optuna.create_study(
-        study_name=ctx.study_name,
-        storage=storage,
-        directions=DIRECTIONS,
-        load_if_exists=True,
-        sampler=make_sampler(ctx.spec),
-    )
+    try:
+        storage = make_storage(ctx.storage)
+        study = optuna.create_study(
+            study_name=ctx.study_name,
+            storage=storage,
+            directions=DIRECTIONS,
+            load_if_exists=True,
+            sampler=make_sampler(ctx.spec),
+        )
+    except Exception as exc:  # a URL that names no database, a missing driver, no server
+        raise RunError(
+            f"cannot open the study storage {_shown(ctx.storage)}: {type(exc).__name__}: {exc}",
+            hint="check the --storage URL, its database driver and server",
+        ) from exc
     key = _spec_key(ctx.spec, base)
     known = study.user_attrs.get("spec_key")
     if known is not None and known != key:
@@ -638,11 +683,32 @@ def _claim_folder(ctx: Context) -> None:
         })  # fmt: skip
 
 
+def _best_dir(ctx: Context, recipe: Recipe, best: dict[str, Any]) -> Path:
+    """The folder the best trial is scored on test in: ``best/``, never the trial's own folder.
+
+    A completed trial's folder stays as the trial left it (resuming and rerunning a search must
+    not touch it). ``best/`` starts from the trial's stages (hard links, no training), or from
+    the stage cache when the trial ran elsewhere; it is cleared when the best trial changes.
+    """
+    run_dir = ctx.folder / "best"
+    recorded = run_dir / "recipe.yaml"
+    if run_dir.exists() and not (
+        recorded.is_file() and recorded.read_text(encoding="utf-8") == recipe.to_yaml()
+    ):
+        shutil.rmtree(run_dir)
+    trial_dir = ctx.folder / str(best.get("run_dir") or "")
+    manifest = trial_dir / "manifest.json"
+    if best.get("run_dir") and manifest.is_file() and not run_dir.exists():
+        if (trial_dir / "stages").is_dir():
+            copy_tree(trial_dir / "stages", run_dir / "stages")
+        write_json(run_dir / "manifest.json", read_json(manifest))
+    return run_dir
+
+
 def _evaluate_best(ctx: Context, base: Base, best: dict[str, Any]) -> dict[str, Any]:
     """Score the best trial on test and write it as a plain recipe (``best_recipe.yaml``)."""
     recipe = base.trial_recipe(ctx.spec, best["params"], best=True)
-    trial_dir = ctx.folder / str(best.get("run_dir") or "")
-    run_dir = trial_dir if (trial_dir / "manifest.json").is_file() else ctx.folder / "best"
+    run_dir = _best_dir(ctx, recipe, best)
     result = TrialRunner(recipe, run_dir, SearchLocks(ctx.folder), ctx.progress).run()
     plain = recipe.model_copy(
         update={
@@ -728,10 +794,12 @@ def search(
                   storage=url, trials=budget, workers=workers, progress=progress,
                   owner=_owned(folder, url))  # fmt: skip
     _quiet_optuna(progress)
-    _claim_folder(ctx)
+    if ctx.owner:
+        _claim_folder(ctx)  # the folder's own storage lives in it
     locks = SearchLocks(folder)
     with locks.owner() if ctx.owner else contextlib.nullcontext():
         optuna_study = _open_study(ctx, base)  # refuses a study of another spec
+        _claim_folder(ctx)  # a shared storage is recorded once it opened
         write_text(folder / "spec.yaml", dump(spec))
         write_text(folder / "base_recipe.yaml", base.recipe.to_yaml())
         recover(optuna_study, owner=ctx.owner)

@@ -122,11 +122,13 @@ class CoFiPrune(Transform):
     )
     warmup_ratio: float = Field(
         0.2, ge=0.0, le=1.0,
-        description="Share of the stage's steps over which the target rises linearly from 0.",
+        description="Share of the stage's steps over which the target rises linearly from the "
+        "initial masks' expected sparsity.",
     )  # fmt: skip
 
     _hooks: list[RemovableHandle] = PrivateAttr(default_factory=list)
     _before: dict[str, int] = PrivateAttr(default_factory=dict)
+    _start: float = PrivateAttr(0.0)
     _result: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
@@ -174,6 +176,10 @@ class CoFiPrune(Transform):
             "total": _model_parameters(model),
         }
         ctx.extras[LIVE_LAYERS_KEY] = masks.live_layers
+        with torch.no_grad():
+            # the warm-up starts where the initial masks are, so that the multipliers do not
+            # first learn to push the sparsity down towards a target of 0
+            self._start = min(float(masks.expected_sparsity()), self.sparsity)
         return model
 
     def parameter_groups(self, model: EffkitModel) -> list[dict[str, Any]]:
@@ -186,11 +192,12 @@ class CoFiPrune(Transform):
         ]  # fmt: skip
 
     def target_at(self, step: int, total_steps: int) -> float:
-        """The target sparsity after ``step`` of ``total_steps`` steps (linear warm-up from 0)."""
+        """The target sparsity after ``step`` of ``total_steps`` steps: a linear warm-up from the
+        initial masks' expected sparsity (CoFi's FFN masks start at ``droprate_init``)."""
         warmup = self.warmup_ratio * total_steps
         if warmup <= 0:
             return self.sparsity
-        return self.sparsity * min(1.0, step / warmup)
+        return self._start + (self.sparsity - self._start) * min(1.0, step / warmup)
 
     def loss_terms(
         self, model: EffkitModel, batch: dict[str, torch.Tensor], outputs: Any, ctx: StageContext

@@ -332,14 +332,14 @@ def test_pareto_png_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
 def test_shipped_pareto_spec_validates():
     spec = load_spec(ROOT / "recipes" / "pareto_search.yaml")
     base = check(spec)
-    assert set(spec.space) == {"n", "size", "sparsity"}
+    assert set(spec.space) == {"n", "size", "sparsity", "precision"}
     assert base.recipe.model.source == "builtin:minilm-l6"
     assert base.recipe.data is not None and base.recipe.data.source == "builtin:bbc-news"
-    n1 = base.trial_recipe(spec, {"n": 1, "size": "L6", "sparsity": 0.0})
+    n1 = base.trial_recipe(spec, {"n": 1, "size": "L6", "sparsity": 0.0, "precision": "fp32"})
     assert [s.name for s in n1.stages] == ["finetune"]
     assert all(t["name"] != "multiplex" for s in n1.stages for t in s.transforms)  # type: ignore[index]
-    student = base.trial_recipe(spec, {"n": 5, "size": "L2", "sparsity": 0.8})
-    assert [s.name for s in student.stages] == ["prime", "finetune", "shrink", "prune"]
+    student = base.trial_recipe(spec, {"n": 5, "size": "L2", "sparsity": 0.8, "precision": "int8"})
+    assert [s.name for s in student.stages] == ["prime", "finetune", "shrink", "prune", "quantize"]
 
 
 # --------------------------------------------------------------------------- a whole search
@@ -590,8 +590,8 @@ def test_shipped_pareto_spec_runs_shrunk(tmp_path, six_layer_model):
     spec = spec.model_copy(update={
         "trials": 2,
         "target": Target(min=0.0),  # the tiny model is not meant to reach 0.90
-        "start_with": [{"n": 5, "size": "L2", "sparsity": 0.4},
-                       {"n": 1, "size": "L4", "sparsity": 0.8}],
+        "start_with": [{"n": 5, "size": "L2", "sparsity": 0.4, "precision": "int8"},
+                       {"n": 1, "size": "L4", "sparsity": 0.8, "precision": "fp32"}],
         "benchmark": BenchConfig(batch_size=4, seq_len=16, warmup=0, trials=1, batches=1,
                                  threads=1),
     })  # fmt: skip
@@ -605,8 +605,8 @@ def test_shipped_pareto_spec_runs_shrunk(tmp_path, six_layer_model):
     done = [r for r in result.trials if r["state"] == "COMPLETE"]
     assert len(done) == 2, [r["note"] for r in result.trials]
     assert {r["label"] for r in done} == {
-        "n=5, size=L2, sparsity=0.4",
-        "n=1, size=L4, sparsity=0.8",
+        "n=5, size=L2, sparsity=0.4, precision=int8",
+        "n=1, size=L4, sparsity=0.8, precision=fp32",
     }
     best = load_recipe(result.search_dir / "best_recipe.yaml")
     assert best.stages and best.evaluate.splits == ["validation", "test"]

@@ -382,18 +382,23 @@ def _exists(data: Any, loc: Loc) -> bool:
     return True
 
 
-def parse_recipe(
-    text: str, *, source: str = "<recipe>", overrides: list[str] | None = None
-) -> Recipe:
-    """Validate recipe YAML text with overrides; a :class:`RecipeError` says what and where."""
+def read_yaml(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
+    """The YAML document in ``text`` and the line of each of its paths; a syntax error is a
+    :class:`RecipeError` at ``source:line:column``."""
     try:
-        data = yaml.safe_load(text)
-        lines = _line_map(text)
+        return yaml.safe_load(text), _line_map(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         problem = getattr(exc, "problem", None) or str(exc)
         raise RecipeError(f"malformed YAML: {problem}", where=where) from exc
+
+
+def parse_recipe(
+    text: str, *, source: str = "<recipe>", overrides: list[str] | None = None
+) -> Recipe:
+    """Validate recipe YAML text with overrides; a :class:`RecipeError` says what and where."""
+    data, lines = read_yaml(text, source)
     if data is None:
         raise RecipeError("the recipe is empty", where=source)
     if not isinstance(data, dict):

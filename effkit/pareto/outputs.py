@@ -8,19 +8,16 @@ counted twice on the front.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from effkit.pareto.spec import SearchSpec, _label, _norm, params_label
 from effkit.report import table
-from effkit.storage import write_text
+from effkit.storage import write_bytes, write_text
 
 log = logging.getLogger(__name__)
 
@@ -161,23 +158,6 @@ def plot(path: Path, rows: list[Row], front: list[Row], best: Row | None, spec: 
         plt.close(fig)
     write_bytes(path, image.getvalue())
     return True
-
-
-def write_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` through a temporary file of its own in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def plot_html(path: Path, study: Any, metric: str, constraints: Callable[..., Any] | None) -> bool:

@@ -38,7 +38,7 @@ from pydantic import (
 
 from effkit.bench import BenchConfig
 from effkit.errors import RecipeError, did_you_mean
-from effkit.recipe import NAME, Loc, Recipe, _format_loc, _line_map, _where, parse_recipe
+from effkit.recipe import NAME, Loc, Recipe, _format_loc, _where, parse_recipe, read_yaml
 
 Scalar = bool | int | float | str
 Overrides = dict[str, Any]
@@ -500,14 +500,7 @@ def _spec_error(exc: ValidationError, data: Any, source: str, lines: dict[Loc, i
 
 def parse_spec(text: str, *, source: str = "<search spec>", root: Path | None = None) -> SearchSpec:
     """Validate search-spec YAML; ``root`` is the folder the base recipe path is relative to."""
-    try:
-        data = yaml.safe_load(text)
-        lines = _line_map(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise RecipeError(f"malformed YAML: {problem}", where=where) from exc
+    data, lines = read_yaml(text, source)
     if not isinstance(data, dict):
         raise RecipeError(
             "a search spec is a mapping (name, recipe, space, objectives, target...)",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -231,24 +232,34 @@ def _format_loc(loc: Loc, data: Any) -> str:
     return "".join(parts) or "(top level)"
 
 
-def _fields_at(loc: Loc) -> list[str]:
-    """Field names of the recipe model that owns ``loc``'s last element."""
-    model: Any = Recipe
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    candidates = [annotation, *typing.get_args(annotation)]
+    return next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+
+
+def _step_into(annotation: Any, item: str | int) -> Any:
+    """The annotation of ``item`` inside a value annotated ``annotation`` (None: unknown)."""
+    model = _model_in(annotation)
+    if model is not None and isinstance(item, str) and item in model.model_fields:
+        return model.model_fields[item].annotation
+    for candidate in [annotation, *typing.get_args(annotation)]:
+        origin = typing.get_origin(candidate)
+        if origin is dict:
+            return typing.get_args(candidate)[1]
+        if origin is list:
+            return typing.get_args(candidate)[0]
+    return None
+
+
+def _fields_at(loc: Loc, root: type[BaseModel]) -> list[str]:
+    """Field names of the model (below ``root``) that owns ``loc``'s last element."""
+    annotation: Any = root
     for item in loc[:-1]:
-        if isinstance(item, int):
-            continue
-        fields = getattr(model, "model_fields", {})
-        if item not in fields:
+        annotation = _step_into(annotation, item)
+        if annotation is None:
             return []
-        annotation = fields[item].annotation
-        candidates = [annotation, *getattr(annotation, "__args__", ())]
-        for arg in list(candidates):
-            candidates.extend(getattr(arg, "__args__", ()))
-        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)),
-                     None)  # fmt: skip
-        if model is None:
-            return []
-    return list(getattr(model, "model_fields", {}))
+    model = _model_in(annotation)
+    return list(model.model_fields) if model is not None else []
 
 
 # --------------------------------------------------------------------------- overrides
@@ -338,9 +349,19 @@ def _where(source: str, lines: dict[Loc, int], origins: dict[Loc, str], loc: Loc
     return source
 
 
-def _validation_error(
-    exc: ValidationError, data: Any, source: str, lines: dict[Loc, int], origins: dict[Loc, str]
+def validation_error(
+    exc: ValidationError,
+    data: Any,
+    source: str,
+    lines: dict[Loc, int],
+    origins: dict[Loc, str] | None = None,
+    root: type[BaseModel] | None = None,
 ) -> RecipeError:
+    """One :class:`RecipeError` for every problem pydantic found in the YAML ``data`` validated
+    as ``root`` (a recipe by default): file:line (or the ``--set`` responsible), the field's
+    path, the message and the closest field name."""
+    origins = origins or {}
+    root = root or Recipe
     messages = []
     first_where = None
     for err in exc.errors():
@@ -353,11 +374,11 @@ def _validation_error(
             msg, hint = str(cause), cause.hint
         elif err["type"] == "extra_forbidden":
             msg = f"unknown field '{loc[-1]}'"
-            hint = did_you_mean(str(loc[-1]), _fields_at(loc))
+            hint = did_you_mean(str(loc[-1]), _fields_at(loc, root))
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
-        # union branches add type names to the location; drop what the YAML does not have
-        while len(loc) > 1 and isinstance(loc[-1], str) and not _exists(data, loc):
+        # union branches and dict-key markers add names the YAML does not have: drop them
+        while len(loc) > 1 and not _exists(data, loc):
             if err["type"] == "extra_forbidden" and _exists(data, loc[:-1]):
                 break
             loc = loc[:-1]
@@ -371,12 +392,15 @@ def _validation_error(
 
 
 def _exists(data: Any, loc: Loc) -> bool:
+    """Whether ``loc`` names something in ``data`` (mapping keys compare as text: YAML keys
+    such as ``1`` arrive as ints, pydantic's locations as strings)."""
     node = data
     for item in loc:
-        in_list = isinstance(item, int) and isinstance(node, list) and item < len(node)
-        in_dict = isinstance(item, str) and isinstance(node, dict) and item in node
-        if in_list or in_dict:
+        in_list = isinstance(node, list) and isinstance(item, int) and item < len(node)
+        if in_list or (isinstance(node, dict) and item in node):
             node = node[item]
+        elif isinstance(node, dict) and str(item) in {str(k) for k in node}:
+            node = next(v for k, v in node.items() if str(k) == str(item))
         else:
             return False
     return True
@@ -408,7 +432,7 @@ def parse_recipe(
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:
-        raise _validation_error(exc, data, source, lines, origins) from None
+        raise validation_error(exc, data, source, lines, origins) from None
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:

@@ -20,7 +20,6 @@ import json
 import math
 import os
 import re
-import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -38,7 +37,16 @@ from pydantic import (
 
 from effkit.bench import BenchConfig
 from effkit.errors import RecipeError, did_you_mean
-from effkit.recipe import NAME, Loc, Recipe, _format_loc, _where, parse_recipe, read_yaml
+from effkit.recipe import (
+    NAME,
+    Loc,
+    Recipe,
+    _format_loc,
+    _where,
+    parse_recipe,
+    read_yaml,
+    validation_error,
+)
 
 Scalar = bool | int | float | str
 Overrides = dict[str, Any]
@@ -433,71 +441,6 @@ class Base:
 # --------------------------------------------------------------------------- loading
 
 
-def _fields_at(loc: Loc) -> list[str]:
-    """Field names of the spec model that owns ``loc``'s last element (for did-you-mean)."""
-    annotation: Any = SearchSpec
-    for item in loc[:-1]:
-        annotation = _step_into(annotation, item)
-        if annotation is None:
-            return []
-    model = _model_in(annotation)
-    return list(model.model_fields) if model is not None else []
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    candidates = [annotation, *typing.get_args(annotation)]
-    return next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-
-
-def _step_into(annotation: Any, item: str | int) -> Any:
-    model = _model_in(annotation)
-    if model is not None and isinstance(item, str) and item in model.model_fields:
-        return model.model_fields[item].annotation
-    for candidate in [annotation, *typing.get_args(annotation)]:
-        origin = typing.get_origin(candidate)
-        if origin is dict:
-            return typing.get_args(candidate)[1]
-        if origin is list:
-            return typing.get_args(candidate)[0]
-    return None
-
-
-def _exists(data: Any, loc: Loc) -> bool:
-    node = data
-    for item in loc:
-        in_list = isinstance(node, list) and isinstance(item, int) and item < len(node)
-        if in_list or (isinstance(node, dict) and item in node):
-            node = node[item]
-        elif isinstance(node, dict) and str(item) in {str(k) for k in node}:
-            node = next(v for k, v in node.items() if str(k) == str(item))
-        else:
-            return False
-    return True
-
-
-def _spec_error(exc: ValidationError, data: Any, source: str, lines: dict[Loc, int]) -> RecipeError:
-    messages = []
-    for err in exc.errors():
-        loc: Loc = tuple(err["loc"])
-        msg, hint = err["msg"], None
-        if err["type"] == "extra_forbidden":
-            msg = f"unknown field '{loc[-1]}'"
-            hint = did_you_mean(str(loc[-1]), _fields_at(loc))
-        elif msg.startswith("Value error, "):
-            msg = msg[len("Value error, ") :]
-        # union branches and dict-key markers add names the YAML does not have
-        while len(loc) > 1 and not _exists(data, loc):
-            if err["type"] == "extra_forbidden" and _exists(data, loc[:-1]):
-                break
-            loc = loc[:-1]
-        where = _where(source, lines, {}, loc)
-        line = f"{where}: {_format_loc(loc, data)}: {msg}"
-        messages.append(line + (f" ({hint})" if hint else ""))
-    if len(messages) == 1:
-        return RecipeError(messages[0])
-    return RecipeError(f"{len(messages)} problems:\n  " + "\n  ".join(messages))
-
-
 def parse_spec(text: str, *, source: str = "<search spec>", root: Path | None = None) -> SearchSpec:
     """Validate search-spec YAML; ``root`` is the folder the base recipe path is relative to."""
     data, lines = read_yaml(text, source)
@@ -509,7 +452,7 @@ def parse_spec(text: str, *, source: str = "<search spec>", root: Path | None = 
     try:
         spec = SearchSpec.model_validate(data)
     except ValidationError as exc:
-        raise _spec_error(exc, data, source, lines) from None
+        raise validation_error(exc, data, source, lines, root=SearchSpec) from None
     spec._source = source
     spec._root = root if root is not None else Path(".")
     spec._lines = lines

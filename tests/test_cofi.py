@@ -348,3 +348,21 @@ stages:
         CoFiPrune(sparsity=1.5)
     with pytest.raises(ValidationError, match="nothing would be pruned"):
         CoFiPrune(**ALL_OFF)
+
+
+def test_a_stage_that_misses_its_target_says_so(synthetic, caplog):
+    torch.manual_seed(0)
+    model = load_model("preset:tiny", labels=synthetic.labels)
+    transform = CoFiPrune(sparsity=0.6)  # four steps at CoFi's own rates: nowhere near 0.6
+    with caplog.at_level("WARNING", logger="effkit_cofi"):
+        _, record = fit(
+            model,
+            data=synthetic,
+            transforms=[transform],
+            train=TrainConfig(steps=4, batch_size=8, lr=1e-3),
+            progress=False,
+        )
+    reached = record["transforms"][0]["sparsity"]
+    assert abs(reached - 0.6) > 0.02
+    assert any("reached sparsity" in r.getMessage() and "target 0.600" in r.getMessage()
+               for r in caplog.records)  # fmt: skip

@@ -48,6 +48,7 @@ which distillation uses to match teacher layers only to live student layers, as 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -73,6 +74,8 @@ __all__ = ["CoFiMasks", "CoFiPrune", "SkippedAttention", "SkippedFeedForward"]
 
 MASKS_ATTRIBUTE = "cofi_masks"
 LIVE_LAYERS_KEY = "encoder_live_layers"
+log = logging.getLogger(__name__)
+
 SELECTION_TOLERANCE = 0.02
 """How far from the target the expected sparsity of a selectable (best-so-far) model may be."""
 
@@ -252,12 +255,20 @@ class CoFiPrune(Transform):
         widths = [ffn_width(layer) for layer in layers]
         width = hidden_width(base)
         remaining = masks.sizes.remaining(heads, widths, width)
+        reached = 1.0 - remaining / masks.sizes.prunable()
+        if abs(reached - self.sparsity) > SELECTION_TOLERANCE:
+            log.warning(
+                "cofi (stage '%s'): reached sparsity %.3f, target %.3f; the masks did not settle "
+                "on the target within the stage: give it more steps after the warm-up, or "
+                "raise mask_lr / lagrangian_lr (docs/pruning.md)",
+                ctx.stage, reached, self.sparsity,
+            )  # fmt: skip
         self._result = {
             **structure,
             "report": {
                 "target_sparsity": self.sparsity,
                 "expected_sparsity": round(expected, 4),
-                "sparsity": round(1.0 - remaining / masks.sizes.prunable(), 4),
+                "sparsity": round(reached, 4),
                 "heads_per_layer": heads,
                 "ffn_widths": widths,
                 "hidden_width": width,

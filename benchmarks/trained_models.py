@@ -31,7 +31,7 @@ def _pair(text: str) -> tuple[str, Path]:
     return name, Path(folder)
 
 
-def test_score(folder: Path, metric: str) -> str:
+def run_test_score(folder: Path, metric: str) -> str:
     """The run's test ``metric`` (mean and spread over grouping seeds) if ``folder`` is its
     final model; '-' otherwise."""
     run = folder.parent.parent.parent
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         fact, timing = facts[name], data["timings"][name]
         stack = " + ".join(fact["transforms"]) or "-"
         print(f"| {name} | {stack} | {fact['encoder_parameters']:,} | "
-              f"{test_score(folder, args.metric)} | {timing['samples_per_s']:.1f} | "
+              f"{run_test_score(folder, args.metric)} | {timing['samples_per_s']:.1f} | "
               f"{data['ratios'][name]:.2f}x |")  # fmt: skip
     if args.json_out:
         with open(args.json_out, "w", encoding="utf-8") as handle:

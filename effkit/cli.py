@@ -1,4 +1,5 @@
-"""The ``effkit`` command line: apply, validate, schema, plugins, bench, eval, predict."""
+"""The ``effkit`` command line: apply, validate, schema, plugins, bench, eval, predict, export,
+search."""
 
 from __future__ import annotations
 

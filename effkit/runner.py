@@ -14,14 +14,16 @@ over the last stage's settings trains the earlier stages once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from effkit import registry
 from effkit.data import TaskData, load_task_data
@@ -194,6 +196,31 @@ def stack(model: EffkitModel, transforms: list[Transform], *, finalize: bool = T
 # --------------------------------------------------------------------------- the run
 
 
+class StageGuard(Protocol):
+    """What a run holds while it produces a stage, for runs that share one stage cache.
+
+    ``stage(key)`` is held while the stage with that cache key is produced, so that a second
+    run reaching the same stage waits and then takes it from the cache; ``work()`` is held
+    while training or evaluating (a search measures throughput only when nothing holds it).
+    """
+
+    def stage(self, key: str) -> contextlib.AbstractContextManager[None]: ...
+
+    def work(self) -> contextlib.AbstractContextManager[None]: ...
+
+
+class NoGuard:
+    """A run on its own: nothing to wait for."""
+
+    @contextlib.contextmanager
+    def stage(self, key: str) -> Iterator[None]:
+        yield
+
+    @contextlib.contextmanager
+    def work(self) -> Iterator[None]:
+        yield
+
+
 class Runner:
     """Runs one recipe into one run folder."""
 
@@ -205,8 +232,10 @@ class Runner:
         progress: bool = True,
         cache: bool = True,
         benchmark: bool = True,
+        guard: StageGuard | None = None,
     ) -> None:
         self.recipe = recipe
+        self.guard: StageGuard = guard or NoGuard()
         self.run_dir = Path(run_dir) if run_dir is not None else Path("runs") / recipe.name
         self.progress = progress
         self.use_cache = cache
@@ -256,9 +285,11 @@ class Runner:
         )
         keys = {"initial": previous}
         # how often a stage logs or checkpoints does not change what it computes
-        bookkeeping = {"train": {"checkpoint_every", "log_every"}}
+        bookkeeping = {"checkpoint_every", "log_every"}
         for stage in self.recipe.stages:
-            dumped = stage.model_dump(mode="json", exclude=bookkeeping)
+            # a setting left empty keeps the key it had before the setting existed
+            unset = set() if stage.train.module_lr else {"module_lr"}
+            dumped = stage.model_dump(mode="json", exclude={"train": bookkeeping | unset})
             previous = stable_hash({"previous": previous, "stage": dumped})
             keys[stage.name] = previous
         return keys
@@ -372,7 +403,8 @@ class Runner:
                 result.stages[stage.name] = read_json(path)
         final_key = self.keys[recipe.stages[-1].name] if recipe.stages else self.keys["initial"]
         if recipe.evaluate.enabled and self.main:
-            result.metrics = self._evaluate(model, final_key)
+            with self.guard.work():
+                result.metrics = self._evaluate(model, final_key)
         if recipe.benchmark.enabled and self.do_benchmark and self.main:
             result.bench = self._benchmark(model, final_key)
         if self.main:
@@ -383,6 +415,13 @@ class Runner:
         return result
 
     def _run_stage(self, model: EffkitModel, stage: StageConfig) -> EffkitModel:
+        with self.guard.stage(self.keys[stage.name]):
+            if self._completed(stage):  # another run sharing the cache made it meanwhile
+                return load(self.stage_dir(stage.name) / "model")
+            with self.guard.work():
+                return self._train_stage(model, stage)
+
+    def _train_stage(self, model: EffkitModel, stage: StageConfig) -> EffkitModel:
         stage_dir = self.stage_dir(stage.name)
         log.info("stage '%s': %d steps", stage.name, stage.train.steps)
         began = time.perf_counter()

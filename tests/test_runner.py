@@ -78,6 +78,23 @@ def test_changed_last_stage_reuses_the_first_from_the_cache(tmp_path):
     assert manifest["stages"]["second"]["from_cache"] is False
 
 
+def test_stage_keys_follow_what_a_stage_computes_not_how_it_logs(tmp_path):
+    from effkit.data import load_task_data
+    from effkit.runner import Runner
+
+    def keys(overrides):
+        runner = Runner(recipe(overrides=overrides), run_dir=tmp_path / "run", progress=False)
+        r = runner.recipe
+        runner.data = load_task_data(r.data, r.task.type, r.task.labels)
+        return runner._stage_keys()
+
+    base = keys([])
+    assert keys(["stages.second.train.log_every=3"]) == base
+    assert keys(["stages.second.train.module_lr={}"]) == base  # an empty setting: same key
+    faster = keys(["stages.second.train.module_lr={hf: 1.0e-2}"])
+    assert faster["first"] == base["first"] and faster["second"] != base["second"]
+
+
 def test_interrupted_stage_resumes_from_its_checkpoint_with_the_same_result(tmp_path, probe):
     text = TWO_STAGES.replace(
         "transforms: [{name: keep-layers, layers: [0]}]",

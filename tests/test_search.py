@@ -455,7 +455,7 @@ def test_a_recipe_that_failed_with_an_error_is_not_run_again(tmp_path, monkeypat
         ran.append(study.recipe_key(self.recipe))
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(study.TrialRunner, "run", fail)
+    monkeypatch.setattr(study.Runner, "run", fail)
     # with sparsity 0 the prune stage is gone, so both start_with entries are one recipe
     spec = SPEC.replace(
         "target:",

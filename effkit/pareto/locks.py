@@ -81,6 +81,10 @@ class SearchLocks:
         ):
             yield
 
+    def stage(self, key: str) -> contextlib.AbstractContextManager[None]:
+        """Held while the stage with cache key ``key`` is produced (see ``exclusive``)."""
+        return self.exclusive(f"stage-{key}")
+
     @contextlib.contextmanager
     def exclusive(self, name: str) -> Iterator[None]:
         """A named mutex: ``stage-KEY`` while a stage is produced, ``dedupe`` while a trial

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from effkit.errors import RecipeError, RunError, did_you_mean
-from effkit.models import EffkitModel, load
+from effkit.models import EffkitModel
 from effkit.pareto import outputs
 from effkit.pareto.locks import SearchLocks
 from effkit.pareto.spec import (
@@ -52,7 +52,7 @@ from effkit.pareto.spec import (
     target_metric,
     trial_overrides,
 )
-from effkit.recipe import NAME, Recipe, StageConfig
+from effkit.recipe import NAME, Recipe
 from effkit.runner import Runner
 from effkit.storage import copy_tree, read_json, stable_hash, write_json, write_text
 
@@ -297,28 +297,14 @@ def _exhausted(spec: SearchSpec, study: optuna.Study) -> bool:
 # --------------------------------------------------------------------------- a trial
 
 
-class TrialRunner(Runner):
+def trial_runner(recipe: Recipe, run_dir: Path, locks: SearchLocks, progress: bool) -> Runner:
     """A recipe run inside a search: stages under the search's locks, no benchmark.
 
     A stage that another process of the search is producing is waited for and then taken from
     the stage cache; training and evaluation hold the work lock, so that no throughput figure is
     taken while they run.
     """
-
-    def __init__(self, recipe: Recipe, run_dir: Path, locks: SearchLocks, progress: bool) -> None:
-        super().__init__(recipe, run_dir, progress=progress, cache=True, benchmark=False)
-        self.locks = locks
-
-    def _run_stage(self, model: EffkitModel, stage: StageConfig) -> EffkitModel:
-        with self.locks.exclusive(f"stage-{self.keys[stage.name]}"):
-            if self._completed(stage):  # another process of the search made it meanwhile
-                return load(self.stage_dir(stage.name) / "model")
-            with self.locks.work():
-                return super()._run_stage(model, stage)
-
-    def _evaluate(self, model: EffkitModel, key: str) -> dict[str, dict[str, float]]:
-        with self.locks.work():
-            return super()._evaluate(model, key)
+    return Runner(recipe, run_dir, progress=progress, cache=True, benchmark=False, guard=locks)
 
 
 def recipe_key(recipe: Recipe) -> str:
@@ -483,8 +469,8 @@ class Objective:
         if other is not None:
             return self._reuse(trial, other)
         began = time.perf_counter()
-        runner = TrialRunner(recipe, self._run_dir(trial), self.locks,
-                             progress=self.ctx.progress and self.ctx.workers == 1)  # fmt: skip
+        runner = trial_runner(recipe, self._run_dir(trial), self.locks,
+                              progress=self.ctx.progress and self.ctx.workers == 1)  # fmt: skip
         result = runner.run()
         metrics = result.metrics.get("validation", {})
         value = _metric(metrics, self.metric)
@@ -709,7 +695,7 @@ def _evaluate_best(ctx: Context, base: Base, best: dict[str, Any]) -> dict[str, 
     """Score the best trial on test and write it as a plain recipe (``best_recipe.yaml``)."""
     recipe = base.trial_recipe(ctx.spec, best["params"], best=True)
     run_dir = _best_dir(ctx, recipe, best)
-    result = TrialRunner(recipe, run_dir, SearchLocks(ctx.folder), ctx.progress).run()
+    result = trial_runner(recipe, run_dir, SearchLocks(ctx.folder), ctx.progress).run()
     plain = recipe.model_copy(
         update={
             "name": f"{ctx.spec.name}-best",
@@ -748,7 +734,7 @@ def _finish(ctx: Context, base: Base, study: optuna.Study) -> SearchResult:
         best=best,
         metric=metric,
         protocol=bench_protocol(ctx.spec, base.recipe).model_dump(mode="json"),
-        storage=ctx.storage,
+        storage=_shown(ctx.storage),
         study_name=ctx.study_name,
         constraints=_constraints
         if ctx.spec.target is not None and not _trial_constraints()

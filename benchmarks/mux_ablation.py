@@ -1,0 +1,131 @@
+"""Ablations of a multiplexed recipe, in the shape of the MUX-PLMs paper's Table 5.
+
+    python benchmarks/mux_ablation.py recipes/mux2.yaml --out runs/ablation-bbc
+    python benchmarks/mux_ablation.py recipes/mux2_wnut.yaml --out runs/ablation-wnut \
+        --variants contextual prefix
+    python benchmarks/mux_ablation.py recipes/mux2.yaml --out runs/ablation-bbc \
+        --set stages.prime.train.steps=300          # every variant on a smaller budget
+
+Each variant is the recipe with a few fields changed (listed in the table), run into its own
+folder under ``--out`` with ``effkit apply``'s runner and its stage cache: variants that share
+their first stages (MLM against ELECTRA shares priming) train them once, and a stopped ablation
+resumes where it was. ``compute`` variants move the budget of priming and pre-training to
+fine-tuning, to show what those stages buy at equal total steps. The table (``ablation.md``)
+and every figure (``ablation.json``) are written to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from effkit.errors import EffkitError
+from effkit.evaluate import primary_metric
+from effkit.recipe import Recipe, load_recipe
+from effkit.runner import run
+from effkit.storage import write_json, write_text
+
+MUX = "stages.prime.transforms.multiplex"
+
+
+def variants(recipe: Recipe) -> dict[str, list[str]]:
+    """Each variant's overrides of ``recipe`` (one change against the first row each)."""
+    steps = {stage.name: stage.train.steps for stage in recipe.stages}
+    pretrain = steps.get("mlm", 0)
+    table = {
+        "base": [],
+        "contextual": [f"{MUX}.mux=contextual"],
+        "prefix": [f"{MUX}.demux=prefix"],
+        "binary": [f"{MUX}.mux=binary"],
+        "orthogonal": [f"{MUX}.mux=orthogonal"],
+        "electra": ["stages.mlm.objective=electra"],
+        # equal compute: the same total optimizer steps, spent on fine-tuning instead
+        "compute-no-mlm": ["stages.mlm=null",
+                           f"stages.finetune.train.steps={steps.get('finetune', 0) + pretrain}"],
+        "compute-finetune-only": [
+            "stages.mlm=null",
+            "stages.prime.train.steps=0",  # the multiplexer and demultiplexer, untrained
+            f"stages.finetune.train.steps={sum(steps.values())}",
+        ],
+    }  # fmt: skip
+    if "mlm" not in steps:
+        for name in ("electra", "compute-no-mlm"):
+            table.pop(name)
+    return table
+
+
+def _metric(result: Any, split: str, metric: str) -> tuple[float | None, float | None]:
+    scores = result.metrics.get(split, {})
+    return scores.get(metric), scores.get(f"{metric}_std")
+
+
+def _shown(mean: float | None, spread: float | None) -> str:
+    if mean is None:
+        return "-"
+    return f"{100 * mean:.1f}" + ("" if spread is None else f" ± {100 * spread:.1f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("recipe", type=Path, help="a multiplexed recipe (prime, mlm, finetune)")
+    parser.add_argument("--out", type=Path, required=True, help="folder of the variants' runs")
+    parser.add_argument("--variants", nargs="*", default=None, help="run only these")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="PATH=VALUE", help="change every variant's recipe")  # fmt: skip
+    parser.add_argument("--metric", default=None, help="default: the task's primary metric")
+    args = parser.parse_args(argv)
+    try:
+        base = load_recipe(args.recipe, overrides=args.overrides)
+        table = variants(base)
+        unknown = sorted(set(args.variants or []) - set(table))
+        if unknown:
+            raise EffkitError(f"unknown variant(s) {unknown}; known: {', '.join(table)}")
+        chosen = {k: v for k, v in table.items() if args.variants is None or k in args.variants}
+        rows: list[dict[str, Any]] = []
+        for name, changes in chosen.items():
+            recipe = load_recipe(args.recipe, overrides=[*args.overrides, *changes])
+            began = time.perf_counter()
+            result = run(recipe, args.out / name, progress=False, benchmark=False)
+            metric = args.metric or primary_metric(recipe.task.type)
+            row = {
+                "variant": name,
+                "changes": changes,
+                "metric": metric,
+                "test": _metric(result, "test", metric),
+                "validation": _metric(result, "validation", metric),
+                "train_minutes": round(sum(
+                    float(s.get("wall_seconds") or 0.0) for s in result.stages.values()
+                ) / 60, 1),
+                "seconds_this_call": round(time.perf_counter() - began, 1),
+            }  # fmt: skip
+            rows.append(row)
+            print(f"{name}: test {_shown(*row['test'])}, validation {_shown(*row['validation'])}")
+    except EffkitError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    lines = [
+        f"Ablations of `{args.recipe}`"
+        + (f" with {', '.join(f'`{o}`' for o in args.overrides)}" if args.overrides else ""),
+        "",
+        f"| variant | changes | test {rows[0]['metric'] if rows else ''} (%) "
+        "| validation (%) | training time |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        changes = "<br>".join(f"`{c}`" for c in row["changes"]) or "(the recipe)"
+        lines.append(
+            f"| {row['variant']} | {changes} | {_shown(*row['test'])} "
+            f"| {_shown(*row['validation'])} | {row['train_minutes']} min |"
+        )
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_text(args.out / "ablation.md", "\n".join(lines) + "\n")
+    write_json(args.out / "ablation.json", {"recipe": str(args.recipe), "rows": rows})
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

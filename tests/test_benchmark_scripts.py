@@ -1,0 +1,50 @@
+"""The scripts in benchmarks/ that run recipes still run (shrunk to a tiny model)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+
+
+def script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_mux_ablation_runs_each_variant_and_writes_its_table(tmp_path):
+    ablation = script("mux_ablation")
+    shrink = ["model.source=preset:tiny", "data.limit=24", "data.max_length=32"]
+    for stage in ("prime", "mlm", "finetune"):
+        shrink += [f"stages.{stage}.train.steps=2", f"stages.{stage}.train.batch_size=8"]
+    argv = [str(ROOT / "recipes" / "mux2.yaml"), "--out", str(tmp_path / "out"),
+            "--variants", "prefix", "compute-finetune-only"]  # fmt: skip
+    for item in shrink:
+        argv += ["--set", item]
+    assert ablation.main(argv) == 0
+    rows = json.loads((tmp_path / "out" / "ablation.json").read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["prefix", "compute-finetune-only"]
+    assert rows[1]["changes"][-1] == "stages.finetune.train.steps=6"  # 2 + 2 + 2 steps
+    recipe = (tmp_path / "out" / "compute-finetune-only" / "recipe.yaml").read_text()
+    assert "name: mlm" not in recipe
+    assert "| prefix | `stages.prime.transforms.multiplex.demux=prefix` |" in (
+        tmp_path / "out" / "ablation.md"
+    ).read_text()
+
+
+def test_mux_ablation_refuses_an_unknown_variant(tmp_path, capsys):
+    ablation = script("mux_ablation")
+    argv = [str(ROOT / "recipes" / "mux2.yaml"), "--out", str(tmp_path), "--variants", "gausian"]
+    assert ablation.main(argv) == 2
+    assert "unknown variant(s) ['gausian']" in capsys.readouterr().err
+    assert not (tmp_path / "ablation.md").exists()

@@ -68,6 +68,12 @@ class BenchConfig(BaseModel):
     batches: int | None = Field(
         default=None, ge=1, description="Mini-batches per trial; None: device default."
     )
+    min_trial_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="A trial goes on past its batches until it has lasted this long (steadier "
+        "figures for fast models).",
+    )
     threads: int | None = Field(
         default=None,
         ge=1,
@@ -381,13 +387,15 @@ def measure(
     batches: int,
     device: torch.device,
     progress: bool = True,
+    min_trial_seconds: float = 0.0,
 ) -> dict[str, Timing]:
     """Time each model on ``inputs``, interleaved: the order of models rotates every trial.
 
     The models must already be on ``device`` and in eval mode.  Each model first runs ``warmup``
     untimed mini-batches; then in each of ``trials`` trials every model runs ``batches`` timed
-    mini-batches back to back.  A trial's throughput is inputs times batches over its wall time;
-    the reported figure is the median over trials, the latency the median time of one mini-batch.
+    mini-batches back to back, and more until the trial has lasted ``min_trial_seconds``.  A
+    trial's throughput is inputs times batches over its wall time; the reported figure is the
+    median over trials, the latency the median time of one mini-batch.
     """
     if not models:
         raise EffkitError("no models to measure", where=_WHERE)
@@ -421,16 +429,16 @@ def measure(
                 ticker.describe(f"trial {trial + 1}/{trials} {name}")
                 _synchronize(device)
                 start = time.perf_counter()
-                previous = start
-                for _ in range(batches):
+                previous, done = start, 0
+                while done < batches or previous - start < min_trial_seconds:
                     model(**inputs)
                     _synchronize(device)
                     now = time.perf_counter()
                     batch_times[name].append(now - previous)
-                    previous = now
+                    previous, done = now, done + 1
                     ticker.advance()
                 elapsed = max(previous - start, 1e-12)
-                trial_rates[name].append(batch_size * batches / elapsed)
+                trial_rates[name].append(batch_size * done / elapsed)
 
     timings: dict[str, Timing] = {}
     for name in names:
@@ -496,6 +504,7 @@ def benchmark(
             "warmup": resolved.warmup,
             "trials": resolved.trials,
             "batches": resolved.batches,
+            "min_trial_seconds": resolved.min_trial_seconds,
             "threads": torch.get_num_threads(),
             "device": str(device),
         }
@@ -517,6 +526,7 @@ def benchmark(
             batches=resolved.batches,
             device=device,
             progress=progress,
+            min_trial_seconds=resolved.min_trial_seconds,
         )
         env["load_after"] = _loadavg()
     finally:

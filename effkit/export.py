@@ -423,10 +423,12 @@ def bench_onnx(
         assert resolved.warmup is not None and resolved.trials is not None
         assert resolved.batches is not None
         timings = measure(models, inputs, warmup=resolved.warmup, trials=resolved.trials,
-                          batches=resolved.batches, device=device, progress=False)  # fmt: skip
+                          batches=resolved.batches, device=device, progress=False,
+                          min_trial_seconds=resolved.min_trial_seconds)  # fmt: skip
         env["load_after"] = _loadavg()
         settings = {"batch_size": rows, "seq_len": resolved.seq_len, "warmup": resolved.warmup,
                     "trials": resolved.trials, "batches": resolved.batches,
+                    "min_trial_seconds": resolved.min_trial_seconds,
                     "threads": torch.get_num_threads(), "device": "cpu"}  # fmt: skip
     finally:
         torch.set_num_threads(previous)

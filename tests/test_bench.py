@@ -111,6 +111,23 @@ def test_calls_are_warmup_plus_trials_times_batches(progress: bool) -> None:
     assert log.count("b") == 2 + 3 * 4
 
 
+def test_a_trial_goes_on_until_its_minimum_time() -> None:
+    import time as clock
+
+    class Slow(torch.nn.Module):
+        calls = 0
+
+        def forward(self, **_: torch.Tensor) -> None:
+            Slow.calls += 1
+            clock.sleep(0.01)
+
+    timings = measure({"slow": Slow().eval()}, _inputs(), warmup=0, trials=2, batches=1,
+                      device=CPU, progress=False, min_trial_seconds=0.05)  # fmt: skip
+    assert Slow.calls >= 2 * 5  # each trial ran about 0.05 s of 0.01 s batches
+    rate = timings["slow"].samples_per_s
+    assert 0.5 * 100 * 4 < rate <= 100 * 4  # 4 inputs a batch, at most one batch per 0.01 s
+
+
 def test_measure_runs_under_inference_mode() -> None:
     seen: list[bool] = []
 
@@ -141,6 +158,7 @@ def test_baseline_ratio_to_itself_is_one() -> None:
         "warmup": 1,
         "trials": 2,
         "batches": 2,
+        "min_trial_seconds": 0.0,
         "threads": torch.get_num_threads(),
         "device": "cpu",
     }

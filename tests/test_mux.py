@@ -146,6 +146,19 @@ def test_save_and_load_give_the_same_function(tmp_path, mux, demux):
     assert torch.equal(model.adapter.multiplexer.keys, back.adapter.multiplexer.keys)
 
 
+def test_key_mean_and_spread_shape_the_gaussian_keys(tmp_path):
+    model = tiny(n=3, key_mean=1.0, key_std=0.5)
+    keys = model.adapter.multiplexer.keys
+    assert keys.shape[0] == 3 and abs(float(keys.mean()) - 1.0) < 0.1
+    assert abs(float(keys.std()) - 0.5) < 0.1
+    paper = tiny(n=3).adapter.multiplexer.keys  # same seed: the same draw, shifted and scaled
+    assert torch.allclose(keys, 1.0 + 0.5 * paper)
+    save(model, tmp_path / "m")
+    assert torch.equal(load(tmp_path / "m").adapter.multiplexer.keys, keys)
+    with pytest.raises(ValueError, match="shape Gaussian keys"):
+        Multiplex(n=2, mux="binary", key_mean=1.0)
+
+
 def test_multiplex_applies_once():
     model = tiny(n=2)
     with pytest.raises(ModelError, match="applies once"):

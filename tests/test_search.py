@@ -365,6 +365,12 @@ def test_search_writes_every_output(searched):
     rows = read_csv(folder / "trials.csv")
     assert len([r for r in rows if r["state"] == "COMPLETE" and not r["duplicate_of"]]) == 3
     assert {"params_n", "params_sparsity", "accuracy", "throughput_ratio"} <= set(rows[0])
+    # what CoFi reached is reported beside what was asked for; unpruned trials have none
+    for r in rows:
+        pruned = float(r["params_sparsity"]) > 0 and r["state"] == "COMPLETE"
+        assert bool(r["sparsity_reached"]) == pruned, r
+        if pruned:
+            assert 0.0 <= float(r["sparsity_reached"]) <= 1.0
     assert (folder / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
     # trials share stages through the cache: some trial took its first stages from it

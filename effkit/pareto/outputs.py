@@ -47,6 +47,7 @@ def collect(study: Any, spec: SearchSpec, metric: str) -> list[Row]:
                 "meets_target": None if spec.target is None or constraint is None
                 else bool(constraint <= 0),
                 "num_parameters": attrs.get("num_parameters"),
+                "sparsity_reached": attrs.get("sparsity_reached"),
                 "seconds": attrs.get("seconds"),
                 "reused_stages": " ".join(attrs.get("reused_stages") or []),
                 "duplicate_of": attrs.get("duplicate_of"),
@@ -95,8 +96,8 @@ def _csv(rows: list[Row], spec: SearchSpec, front: list[Row]) -> str:
     metric = rows[0]["metric_name"] if rows else "metric"
     header = ["number", "state", *(f"params_{n}" for n in spec.space), "label", metric,
               "throughput_ratio", "samples_per_s", "baseline_samples_per_s", "meets_target",
-              "on_front", "num_parameters", "seconds", "reused_stages", "duplicate_of",
-              "retry_of", "run_dir", "note"]  # fmt: skip
+              "on_front", "num_parameters", "sparsity_reached", "seconds", "reused_stages",
+              "duplicate_of", "retry_of", "run_dir", "note"]  # fmt: skip
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
@@ -104,8 +105,9 @@ def _csv(rows: list[Row], spec: SearchSpec, front: list[Row]) -> str:
         writer.writerow(
             [r["number"], r["state"], *(r["params"].get(n) for n in spec.space), r["label"],
              r["metric"], r["ratio"], r["samples_per_s"], r["baseline_samples_per_s"],
-             r["meets_target"], r["number"] in on_front, r["num_parameters"], r["seconds"],
-             r["reused_stages"], r["duplicate_of"], r["retry_of"], r["run_dir"], r["note"]]
+             r["meets_target"], r["number"] in on_front, r["num_parameters"],
+             r["sparsity_reached"], r["seconds"], r["reused_stages"], r["duplicate_of"],
+             r["retry_of"], r["run_dir"], r["note"]]
         )  # fmt: skip
     return buffer.getvalue()
 
@@ -240,6 +242,11 @@ def _front_section(front: list[Row], spec: SearchSpec, metric: str, has_png: boo
              f"{r['ratio']:.2f}x", r["samples_per_s"], _yes(r["meets_target"])]
             for r in front]  # fmt: skip
     head = ["trial", *spec.space, f"validation {metric}", "throughput", "samples/s", "meets target"]
+    if any(r["sparsity_reached"] is not None for r in front):
+        head.insert(len(spec.space) + 1, "sparsity reached")
+        for row, r in zip(rows, front, strict=True):
+            reached = r["sparsity_reached"]
+            row.insert(len(spec.space) + 1, "-" if reached is None else f"{reached:.2f}")
     return [*lines, table(head, rows), ""]
 
 

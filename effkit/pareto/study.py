@@ -443,7 +443,7 @@ class Objective:
             )
         if other.state != TrialState.COMPLETE:
             raise optuna.TrialPruned(f"trial {other.number} is running the same recipe")
-        for name in ("metrics", "throughput", "run_dir", "num_parameters"):
+        for name in ("metrics", "throughput", "run_dir", "num_parameters", "sparsity_reached"):
             if name in other.user_attrs:
                 trial.set_user_attr(name, other.user_attrs[name])
         if "constraint" in other.user_attrs:
@@ -480,6 +480,9 @@ class Objective:
             name for name, entry in runner.manifest.get("stages", {}).items()
             if entry.get("from_cache")
         ])  # fmt: skip
+        sparsity = reached_sparsity(result.stages)
+        if sparsity is not None:
+            trial.set_user_attr("sparsity_reached", sparsity)
         throughput = self.throughput.measure(result.model, runner)
         trial.set_user_attr("throughput", throughput)
         if self.target_metric is not None and self.spec.target is not None:
@@ -487,6 +490,20 @@ class Objective:
             _set_constraint(trial, self.spec.target.min - reached)
         trial.set_user_attr("seconds", round(time.perf_counter() - began, 1))
         return [value, float(throughput["ratio"])]
+
+
+def reached_sparsity(stages: dict[str, dict[str, Any]]) -> float | None:
+    """The sparsity the last pruning transform of a run reached (its ``sparsity`` record).
+
+    A pruning stage may end away from its target (CoFi warns when it does), so the search
+    reports what the model has, not what was asked for.
+    """
+    reached = None
+    for record in stages.values():
+        for entry in record.get("transforms") or []:
+            if isinstance(entry, dict) and isinstance(entry.get("sparsity"), (int, float)):
+                reached = float(entry["sparsity"])
+    return reached
 
 
 def _metric(metrics: dict[str, float], name: str) -> float:

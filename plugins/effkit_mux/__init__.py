@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, model_validator
 
 from effkit import EffkitModel, ModelError, StageContext, Transform
 
@@ -47,6 +47,11 @@ class Multiplex(Transform):
     )
     demux_depth: int = Field(2, ge=1, le=8, description="Layers of the demultiplexer MLP.")
     key_seed: int = Field(0, description="Seed of the fixed multiplexer keys.")
+    key_mean: float = Field(
+        0.0, description="Mean of the Gaussian keys' entries (0 in the paper; 1 keeps a "
+        "pretrained backbone's embeddings recognisable in the mix)."
+    )  # fmt: skip
+    key_std: float = Field(1.0, gt=0, description="Spread of the Gaussian keys' entries.")
     pooling: Literal["first", "mean"] = Field(
         "first", description="Sequence tasks: demultiplex the first position only (the paper), "
         "or every position and average each instance's own tokens (slower at large N).",
@@ -54,6 +59,15 @@ class Multiplex(Transform):
     ensemble: bool = Field(
         False, description="At inference, run each input in all N slots and average the logits."
     )
+
+    @model_validator(mode="after")
+    def _keys_are_gaussian(self) -> Multiplex:
+        if (self.key_mean, self.key_std) != (0.0, 1.0) and self.mux in ("binary", "orthogonal"):
+            raise ValueError(
+                f"key_mean and key_std shape Gaussian keys (mux gaussian or contextual), "
+                f"not mux {self.mux}"
+            )
+        return self
 
     _adapter: MuxAdapter | None = PrivateAttr(None)
     _heads: dict[str, bool] = PrivateAttr(default_factory=dict)
@@ -68,7 +82,8 @@ class Multiplex(Transform):
             log.warning("the prefix demultiplexer is known to fail on token tasks at N >= 5")
         adapter = MuxAdapter(
             model, n=self.n, mux=self.mux, demux=self.demux, demux_depth=self.demux_depth,
-            key_seed=self.key_seed, pooling=self.pooling,
+            key_seed=self.key_seed, pooling=self.pooling, key_mean=self.key_mean,
+            key_std=self.key_std,
         )  # fmt: skip
         adapter.ensemble = self.ensemble
         adapter.to(next(model.parameters()).device).train(model.training)

@@ -96,6 +96,8 @@ class MuxAdapter(nn.Module):
         demux_depth: int,
         key_seed: int,
         pooling: str = "first",
+        key_mean: float = 0.0,
+        key_std: float = 1.0,
     ) -> None:
         super().__init__()
         config = model.hf.config
@@ -104,7 +106,9 @@ class MuxAdapter(nn.Module):
         self.token_task = model.task.type == "token-classification"
         width, hidden = embedding_width(model), hidden_width(model)
         heads = int(getattr(config, "num_attention_heads", 1))
-        self.multiplexer: Any = build_multiplexer(mux, n, width, heads, key_seed)
+        self.multiplexer: Any = build_multiplexer(
+            mux, n, width, heads, key_seed, mean=key_mean, std=key_std
+        )
         self.demultiplexer: Any = build_demultiplexer(demux, n, hidden, width, demux_depth)
         self.ensemble = False
         self.lm_head: nn.Module | None = None

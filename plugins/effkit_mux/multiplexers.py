@@ -35,9 +35,18 @@ class HadamardMux(nn.Module):
         self.keys = self.keys[:, kept].clone()
 
 
-def gaussian_mux(n: int, width: int, seed: int) -> HadamardMux:
-    """T-MUX: keys v_i ~ N(0, I) (eq. 1-2)."""
-    return HadamardMux(torch.randn(n, width, generator=_generator(seed)))
+def gaussian_keys(n: int, width: int, seed: int, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
+    """N key vectors with entries ~ N(mean, std^2); the paper's keys have mean 0 and std 1.
+
+    With mean 1 every key is close to the identity: a pretrained backbone still recognises each
+    instance's embedding in the mix, and the ``std`` part tells the instances apart.
+    """
+    return mean + std * torch.randn(n, width, generator=_generator(seed))
+
+
+def gaussian_mux(n: int, width: int, seed: int, mean: float = 0.0, std: float = 1.0) -> HadamardMux:
+    """T-MUX: keys v_i ~ N(0, I) (eq. 1-2), or N(mean, std^2 I)."""
+    return HadamardMux(gaussian_keys(n, width, seed, mean, std))
 
 
 def binary_mux(n: int, width: int, seed: int) -> HadamardMux:
@@ -85,9 +94,12 @@ class ContextualMux(nn.Module):
 
     keys: torch.Tensor
 
-    def __init__(self, n: int, width: int, heads: int, seed: int, dropout: float = 0.1) -> None:
+    def __init__(
+        self, n: int, width: int, heads: int, seed: int, dropout: float = 0.1,
+        mean: float = 0.0, std: float = 1.0,
+    ) -> None:  # fmt: skip
         super().__init__()
-        self.register_buffer("keys", torch.randn(n, width, generator=_generator(seed)))
+        self.register_buffer("keys", gaussian_keys(n, width, seed, mean, std))
         heads = math.gcd(width, heads) or 1
 
         def layer() -> nn.TransformerEncoderLayer:
@@ -111,14 +123,19 @@ class ContextualMux(nn.Module):
         return mixed.mean(dim=2)
 
 
-def build_multiplexer(kind: str, n: int, width: int, heads: int, seed: int) -> nn.Module:
-    """The multiplexer called ``kind`` for ``n`` slots of ``width`` dimensions."""
+def build_multiplexer(
+    kind: str, n: int, width: int, heads: int, seed: int, mean: float = 0.0, std: float = 1.0
+) -> nn.Module:
+    """The multiplexer called ``kind`` for ``n`` slots of ``width`` dimensions.
+
+    ``mean`` and ``std`` shape the Gaussian keys (``gaussian`` and ``contextual``).
+    """
     if kind == "gaussian":
-        return gaussian_mux(n, width, seed)
+        return gaussian_mux(n, width, seed, mean, std)
     if kind == "binary":
         return binary_mux(n, width, seed)
     if kind == "orthogonal":
         return OrthogonalMux(n, width, seed)
     if kind == "contextual":
-        return ContextualMux(n, width, heads, seed)
+        return ContextualMux(n, width, heads, seed, mean=mean, std=std)
     raise ValueError(f"unknown multiplexer '{kind}'")

@@ -37,9 +37,10 @@ def test_mux_ablation_runs_each_variant_and_writes_its_table(tmp_path):
     assert rows[1]["changes"][-1] == "stages.finetune.train.steps=6"  # 2 + 2 + 2 steps
     recipe = (tmp_path / "out" / "compute-finetune-only" / "recipe.yaml").read_text()
     assert "name: mlm" not in recipe
-    assert "| prefix | `stages.prime.transforms.multiplex.demux=prefix` |" in (
-        tmp_path / "out" / "ablation.md"
-    ).read_text()
+    assert (
+        "| prefix | `stages.prime.transforms.multiplex.demux=prefix` |"
+        in (tmp_path / "out" / "ablation.md").read_text()
+    )
 
 
 def test_mux_ablation_refuses_an_unknown_variant(tmp_path, capsys):

@@ -35,7 +35,9 @@ class HadamardMux(nn.Module):
         self.keys = self.keys[:, kept].clone()
 
 
-def gaussian_keys(n: int, width: int, seed: int, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
+def gaussian_keys(
+    n: int, width: int, seed: int, mean: float = 0.0, std: float = 1.0
+) -> torch.Tensor:
     """N key vectors with entries ~ N(mean, std^2); the paper's keys have mean 0 and std 1.
 
     With mean 1 every key is close to the identity: a pretrained backbone still recognises each

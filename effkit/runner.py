@@ -285,11 +285,9 @@ class Runner:
         )
         keys = {"initial": previous}
         # how often a stage logs or checkpoints does not change what it computes
-        bookkeeping = {"checkpoint_every", "log_every"}
+        bookkeeping = {"train": {"checkpoint_every", "log_every"}}
         for stage in self.recipe.stages:
-            # a setting left empty keeps the key it had before the setting existed
-            unset = set() if stage.train.module_lr else {"module_lr"}
-            dumped = stage.model_dump(mode="json", exclude={"train": bookkeeping | unset})
+            dumped = stage.model_dump(mode="json", exclude=bookkeeping)
             previous = stable_hash({"previous": previous, "stage": dumped})
             keys[stage.name] = previous
         return keys

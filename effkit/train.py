@@ -48,11 +48,6 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(16, ge=1, description="Inputs per optimizer step, all processes.")
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     lr: float = Field(5e-5, gt=0, description="Peak learning rate (AdamW).")
-    module_lr: dict[str, float] = Field(
-        default_factory=dict,
-        description="Peak learning rates of submodules by name (e.g. adapter: 1.0e-3); the "
-        "longest matching name wins.",
-    )
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not on biases/norms).")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps spent warming up.")
     scheduler: Literal["linear", "cosine", "constant"] = Field(
@@ -70,13 +65,6 @@ class TrainConfig(BaseModel):
     )
     log_every: int = Field(10, ge=1, description="Steps between logged losses.")
     seed: int | None = Field(None, description="Seed of this stage; defaults to the recipe's.")
-
-    @model_validator(mode="after")
-    def _positive_module_lr(self) -> TrainConfig:
-        bad = {name: lr for name, lr in self.module_lr.items() if not lr > 0}
-        if bad:
-            raise ValueError(f"module_lr must be positive: {bad}")
-        return self
 
     @model_validator(mode="after")
     def _divisible(self) -> TrainConfig:
@@ -180,53 +168,30 @@ def _lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
     return factor
 
 
-def check_module_lr(model: torch.nn.Module, cfg: TrainConfig, stage: str) -> None:
-    """Every name in ``cfg.module_lr`` must be a submodule of ``model``."""
-    modules = {name for name, _ in model.named_modules()}
-    unknown = sorted(set(cfg.module_lr) - modules)
-    if unknown:
-        tops = sorted({name.split(".")[0] for name in modules if name})
-        raise RecipeError(
-            f"stage '{stage}': train.module_lr names no submodule of the model: "
-            f"{', '.join(unknown)} "
-            f"(top-level submodules: {', '.join(tops)})"
-        )
-
-
-def _module_lr(name: str, cfg: TrainConfig) -> float:
-    best, lr = -1, cfg.lr
-    for prefix, value in cfg.module_lr.items():
-        if (name == prefix or name.startswith(prefix + ".")) and len(prefix) > best:
-            best, lr = len(prefix), value
-    return lr
-
-
 def build_optimizer(
     model: torch.nn.Module, transforms: list[Transform], cfg: TrainConfig
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW over the model (no decay on biases and norms) plus the transforms' own groups.
 
     A transform's group may carry ``"schedule": False`` to keep its learning rate constant.
-    ``cfg.module_lr`` gives the parameters under a submodule their own peak learning rate.
     """
     extra: list[dict[str, Any]] = []
     for transform in transforms:
         extra.extend(transform.parameter_groups(model))  # type: ignore[arg-type]
     taken = {id(p) for group in extra for p in group["params"]}
-    buckets: dict[tuple[float, bool], list[torch.nn.Parameter]] = {}
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     seen: set[int] = set()
     for name, param in model.named_parameters():
         if not param.requires_grad or id(param) in taken or id(param) in seen:
             continue
         seen.add(id(param))
-        decays = param.ndim >= 2 and "norm" not in name.lower()
-        buckets.setdefault((_module_lr(name, cfg), decays), []).append(param)
+        (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
     groups: list[dict[str, Any]] = [
-        {"params": params, "lr": lr, "weight_decay": cfg.weight_decay if decays else 0.0,
-         "clip": True}
-        for (lr, decays), params in buckets.items()
-    ]  # fmt: skip
-    groups += [{"weight_decay": 0.0, **group} for group in extra]
+        {"params": decay, "weight_decay": cfg.weight_decay, "clip": True},
+        {"params": no_decay, "weight_decay": 0.0, "clip": True},
+        *({"weight_decay": 0.0, **group} for group in extra),
+    ]
     groups = [g for g in groups if g["params"]]
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
     base = _lr_lambda(cfg)
@@ -381,7 +346,6 @@ def train_stage(
             f"stage '{ctx.stage}': batch_size {cfg.batch_size} / grad_accum {cfg.grad_accum} "
             f"does not split over {world} processes"
         )
-    check_module_lr(model, cfg, ctx.stage)
     features = objective.features(ctx)
     if not features:
         raise DataError(f"stage '{ctx.stage}' has no training examples")

@@ -90,8 +90,7 @@ def test_stage_keys_follow_what_a_stage_computes_not_how_it_logs(tmp_path):
 
     base = keys([])
     assert keys(["stages.second.train.log_every=3"]) == base
-    assert keys(["stages.second.train.module_lr={}"]) == base  # an empty setting: same key
-    faster = keys(["stages.second.train.module_lr={hf: 1.0e-2}"])
+    faster = keys(["stages.second.train.lr=1.0e-2"])
     assert faster["first"] == base["first"] and faster["second"] != base["second"]
 
 

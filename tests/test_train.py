@@ -82,33 +82,3 @@ def test_interrupt_during_validation_saves_the_finished_step(tmp_path):
     state = torch.load(tmp_path / "last" / "state.pt", weights_only=True)
     assert progress["step"] == 4
     assert state["scheduler"]["last_epoch"] == 4  # no step counted twice on resume
-
-
-def test_module_lr_gives_a_submodule_its_own_peak_rate():
-    from effkit.train import build_optimizer
-
-    model = load_model("preset:tiny", labels=["a", "b"], task="sequence-classification")
-    cfg = TrainConfig(steps=10, lr=1e-4, module_lr={"hf.classifier": 1e-2, "hf": 1e-3})
-    optimizer, _ = build_optimizer(model, [], cfg)
-    rate = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
-    for name, param in model.named_parameters():
-        expected = 1e-2 if name.startswith("hf.classifier.") else 1e-3  # the longest name wins
-        assert rate[id(param)] == pytest.approx(expected * (1 / 2)), name  # first warm-up step
-    decay = {id(p) for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
-    assert id(model.hf.classifier.weight) in decay and id(model.hf.classifier.bias) not in decay
-
-
-def test_module_lr_naming_no_submodule_is_a_recipe_error():
-    from effkit.errors import RecipeError
-
-    data = load_task_data(DataConfig(source="builtin:synthetic", max_length=16),
-                          "sequence-classification")  # fmt: skip
-    model = load_model("preset:tiny", labels=data.labels, task="sequence-classification")
-    cfg = TrainConfig(steps=1, batch_size=4, module_lr={"adaptor": 1e-3})
-    with pytest.raises(RecipeError, match=r"module_lr names no submodule of the model: adaptor"):
-        fit(model, data=data, train=cfg, progress=False)
-
-
-def test_module_lr_must_be_positive():
-    with pytest.raises(ValueError, match="module_lr must be positive"):
-        TrainConfig(module_lr={"adapter": 0.0})

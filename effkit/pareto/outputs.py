@@ -232,21 +232,23 @@ def _best_section(best: Row | None, spec: SearchSpec, metric: str) -> list[str]:
     return lines
 
 
+def _reached(sparsity: float | None) -> str:
+    return "-" if sparsity is None else f"{sparsity:.2f}"
+
+
 def _front_section(front: list[Row], spec: SearchSpec, metric: str, has_png: bool) -> list[str]:
     lines = ["## Pareto front", ""]
     if has_png:
         lines += ["![throughput against validation metric](pareto.png)", ""]
     if not front:
         return [*lines, "No completed trial yet.", ""]
-    rows = [[r["number"], *(_label(r["params"].get(n)) for n in spec.space), r["metric"],
+    pruned = any(r["sparsity_reached"] is not None for r in front)
+    head = ["trial", *spec.space, *(["sparsity reached"] if pruned else []),
+            f"validation {metric}", "throughput", "samples/s", "meets target"]  # fmt: skip
+    rows = [[r["number"], *(_label(r["params"].get(n)) for n in spec.space),
+             *([_reached(r["sparsity_reached"])] if pruned else []), r["metric"],
              f"{r['ratio']:.2f}x", r["samples_per_s"], _yes(r["meets_target"])]
             for r in front]  # fmt: skip
-    head = ["trial", *spec.space, f"validation {metric}", "throughput", "samples/s", "meets target"]
-    if any(r["sparsity_reached"] is not None for r in front):
-        head.insert(len(spec.space) + 1, "sparsity reached")
-        for row, r in zip(rows, front, strict=True):
-            reached = r["sparsity_reached"]
-            row.insert(len(spec.space) + 1, "-" if reached is None else f"{reached:.2f}")
     return [*lines, table(head, rows), ""]
 
 

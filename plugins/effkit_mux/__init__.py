@@ -48,8 +48,8 @@ class Multiplex(Transform):
     demux_depth: int = Field(2, ge=1, le=8, description="Layers of the demultiplexer MLP.")
     key_seed: int = Field(0, description="Seed of the fixed multiplexer keys.")
     key_mean: float = Field(
-        0.0, description="Mean of the Gaussian keys' entries (0 in the paper; 1 keeps a "
-        "pretrained backbone's embeddings recognisable in the mix)."
+        0.0, description="Mean of the Gaussian keys' entries (0 in the paper; see "
+        "docs/multiplexing.md for keys near 1)."
     )  # fmt: skip
     key_std: float = Field(1.0, gt=0, description="Spread of the Gaussian keys' entries.")
     pooling: Literal["first", "mean"] = Field(

@@ -40,8 +40,8 @@ def gaussian_keys(
 ) -> torch.Tensor:
     """N key vectors with entries ~ N(mean, std^2); the paper's keys have mean 0 and std 1.
 
-    With mean 1 every key is close to the identity: a pretrained backbone still recognises each
-    instance's embedding in the mix, and the ``std`` part tells the instances apart.
+    With mean 1 every key is close to the identity, so a pretrained backbone sees embeddings it
+    knows and only the ``std`` part tells the instances apart.
     """
     return mean + std * torch.randn(n, width, generator=_generator(seed))
 

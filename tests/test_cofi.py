@@ -113,12 +113,16 @@ def test_hard_concrete_constants_and_deterministic_mask_follow_cofi():
     assert float(deterministic(torch.tensor(-3.0))) == 0.0  # a layer mask: all or nothing
 
 
-def test_expected_sparsity_is_cofis_formula_on_known_masks():
-    model = tiny()
-    transform = CoFiPrune(hidden=False)
-    model = transform.apply(model, ctx())
+def masked_tiny(**kinds: bool):
+    """A tiny model with CoFi masks applied and set by :func:`set_masks` (nothing dropped)."""
+    transform = CoFiPrune(**kinds)
+    model = transform.apply(tiny(), ctx())
     set_masks(model, {})
-    masks = model.cofi_masks
+    return model, transform, model.cofi_masks
+
+
+def test_expected_sparsity_is_cofis_formula_on_known_masks():
+    model, _, masks = masked_tiny(hidden=False)
     with torch.no_grad():
         for param in masks.log_alphas():
             param.fill_(30.0)  # everything kept with probability 1 - 1e-6
@@ -144,6 +148,36 @@ def test_expected_sparsity_is_cofis_formula_on_known_masks():
         masks.head_log_alpha["1"][:] = -30.0
     expected = 48 * 4 * 4160 / 64 + 2 * 48 * 256
     assert masks.expected_size().item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_deterministic_masks_keep_the_expected_size():
+    from dataclasses import replace
+
+    model, transform, masks = masked_tiny(hidden=False)
+    with torch.no_grad():
+        for param in masks.ffn_log_alpha.values():
+            param.fill_(-1.2)  # each FFN block kept with probability 0.6: rounding keeps it whole
+        for param in masks.ffn_dim_log_alpha.values():
+            param.copy_(torch.linspace(0.0, 4.0, param.numel()))  # distinct scores, low first
+    with torch.no_grad():
+        expected = float(masks.expected_sparsity())
+    sizes = masks.sizes
+
+    def sparsity(values) -> float:
+        heads, ffn, hidden = masks.kept_counts(values)
+        return 1.0 - sizes.remaining(heads, ffn, hidden) / sizes.prunable()
+
+    values = masks.draw(training=False)
+    with torch.no_grad():
+        grouped = {layer: deterministic(masks.ffn_dim_log_alpha[str(layer)])
+                   for layer in values.ffn_dims}  # fmt: skip
+    assert abs(sparsity(replace(values, ffn_dims=grouped)) - expected) > 0.1
+    assert abs(sparsity(values) - expected) <= 0.01
+    for z in values.ffn_dims.values():  # the lowest-scored dimensions went first
+        kept = (z != 0).int()
+        assert torch.equal(kept, kept.sort().values)
+    transform.finalize(model, ctx())
+    assert abs(transform.describe()["sparsity"] - expected) <= 0.01
 
 
 def test_mask_and_multiplier_groups_have_their_own_constant_rates():

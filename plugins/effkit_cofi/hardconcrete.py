@@ -8,7 +8,13 @@ probability and differentiable in ``log_alpha`` in between.
 - Training draws a fresh ``z`` for every forward pass (:func:`sample`).
 - Evaluation uses CoFi's deterministic mask (:func:`deterministic`): each mask group keeps as
   many entries as its expected number of non-zeros, rounded; the kept entries take the value
-  ``sigmoid(log_alpha / temperature * 0.8)`` and the others are 0.
+  ``sigmoid(log_alpha / temperature * 0.8)`` and the others are 0. Rounding each group on its
+  own can miss the expected model size by far: a feed-forward block kept with probability 0.6
+  is counted at 60% of its dimensions but kept whole. When the deterministic masks miss the
+  expected size by more than :data:`SIZE_SLACK` of the prunable parameters, feed-forward
+  dimensions are dropped (lowest ``log_alpha`` first) or restored (highest first) across the
+  live blocks until the sizes agree, so the model that is evaluated, selected and cut has the
+  sparsity the Lagrangian steered to.
 - The expected number of remaining encoder parameters is a differentiable function of the
   ``log_alpha`` (:meth:`CoFiMasks.expected_size`), counted as CoFi counts it: attention and
   feed-forward weights of the encoder only (embeddings, pooler and task head are not counted).
@@ -17,7 +23,7 @@ probability and differentiable in ``log_alpha`` in between.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -32,6 +38,9 @@ LOG_ALPHA_MIN, LOG_ALPHA_MAX = math.log(1e-2), math.log(1e2)
 """CoFi clamps every ``log_alpha`` to this range after each optimizer step."""
 KEEP_INIT = 10.0
 """CoFi's initial ``log_alpha`` of head, layer and hidden masks (everything kept)."""
+SIZE_SLACK = 0.01
+"""How far (a share of the prunable parameters) the deterministic masks may miss the expected
+size before feed-forward dimensions are dropped or restored to match it."""
 
 
 def keep_probability(log_alpha: torch.Tensor) -> torch.Tensor:
@@ -51,7 +60,7 @@ def sample(log_alpha: torch.Tensor) -> torch.Tensor:
 
 def deterministic(log_alpha: torch.Tensor) -> torch.Tensor:
     """CoFi's evaluation mask of one group: the expected number of entries kept, by score."""
-    expected_zeros = log_alpha.numel() - float(keep_probability(log_alpha).sum())
+    expected_zeros = log_alpha.numel() - float(keep_probability(log_alpha.detach()).sum())
     zeros = round(expected_zeros)
     soft = torch.sigmoid(log_alpha / TEMPERATURE * MAGICAL_NUMBER)
     if zeros <= 0:
@@ -195,8 +204,64 @@ class CoFiMasks(nn.Module):
             ffn=each(self.ffn_log_alpha),
             hidden=pick(self.hidden_log_alpha) if self.hidden_log_alpha is not None else None,
         )
+        if not training:
+            masks = self._match_expected_size(masks)
         self.last_mha = {i: bool(z.detach() != 0) for i, z in masks.mha.items()}
         return masks
+
+    def kept_counts(self, masks: Masks) -> tuple[list[int], list[int], int]:
+        """Heads and FFN dimensions per layer, and hidden dimensions, that ``masks`` keep."""
+        sizes = self.sizes
+        heads, ffn = [], []
+        for layer in range(len(sizes.heads)):
+            h = sizes.heads[layer]
+            if layer in masks.heads:
+                h = int((masks.heads[layer] != 0).sum())
+            if layer in masks.mha and float(masks.mha[layer]) == 0.0:
+                h = 0
+            f = sizes.ffn[layer]
+            if layer in masks.ffn_dims:
+                f = int((masks.ffn_dims[layer] != 0).sum())
+            if layer in masks.ffn and float(masks.ffn[layer]) == 0.0:
+                f = 0
+            heads.append(h)
+            ffn.append(f)
+        hidden = int((masks.hidden != 0).sum()) if masks.hidden is not None else sizes.hidden
+        return heads, ffn, hidden
+
+    @torch.no_grad()
+    def _match_expected_size(self, masks: Masks) -> Masks:
+        """Drop or restore FFN dimensions by score until the deterministic masks keep the
+        expected number of parameters (see the module docstring)."""
+        live = [
+            layer
+            for layer in masks.ffn_dims
+            if not (layer in masks.ffn and float(masks.ffn[layer]) == 0.0)
+        ]
+        heads, ffn, hidden = self.kept_counts(masks)
+        prunable = self.sizes.prunable()
+        goal = (1.0 - float(self.expected_sparsity())) * prunable
+        surplus = self.sizes.remaining(heads, ffn, hidden) - goal
+        if not live or hidden == 0 or abs(surplus) <= SIZE_SLACK * prunable:
+            return masks
+        count = round(abs(surplus) / (2 * hidden))  # parameters per FFN dimension: 2 * hidden
+        dims = {layer: z.clone() for layer, z in masks.ffn_dims.items()}
+        candidates: list[tuple[float, int, int]] = []
+        for layer in live:
+            scores = self.ffn_dim_log_alpha[str(layer)].detach()
+            kept = dims[layer] != 0
+            if surplus > 0:  # drop kept dimensions, but never a block's best one
+                droppable = max(int(kept.sum()) - 1, 0)
+                order = scores.masked_fill(~kept, float("inf")).argsort()[:droppable]
+            else:  # restore dropped dimensions
+                order = scores.masked_fill(kept, float("-inf")).argsort(descending=True)
+                order = order[: int((~kept).sum())]
+            candidates += [(float(scores[i]), layer, int(i)) for i in order]
+        candidates.sort(reverse=surplus < 0)
+        for score, layer, index in candidates[:count]:
+            soft = torch.sigmoid(torch.tensor(score / TEMPERATURE * MAGICAL_NUMBER))
+            dims[layer][index] = 0.0 if surplus > 0 else soft.to(dims[layer].dtype)
+        return replace(masks, ffn_dims=dims)
 
     def values(self, training: bool) -> Masks:
         """The mask values of the forward pass in progress (drawn now outside one)."""

@@ -217,12 +217,12 @@ class CoFiMasks(nn.Module):
             h = sizes.heads[layer]
             if layer in masks.heads:
                 h = int((masks.heads[layer] != 0).sum())
-            if layer in masks.mha and float(masks.mha[layer]) == 0.0:
+            if layer in masks.mha and float(masks.mha[layer].detach()) == 0.0:
                 h = 0
             f = sizes.ffn[layer]
             if layer in masks.ffn_dims:
                 f = int((masks.ffn_dims[layer] != 0).sum())
-            if layer in masks.ffn and float(masks.ffn[layer]) == 0.0:
+            if layer in masks.ffn and float(masks.ffn[layer].detach()) == 0.0:
                 f = 0
             heads.append(h)
             ffn.append(f)
@@ -236,7 +236,7 @@ class CoFiMasks(nn.Module):
         live = [
             layer
             for layer in masks.ffn_dims
-            if not (layer in masks.ffn and float(masks.ffn[layer]) == 0.0)
+            if not (layer in masks.ffn and float(masks.ffn[layer].detach()) == 0.0)
         ]
         heads, ffn, hidden = self.kept_counts(masks)
         prunable = self.sizes.prunable()

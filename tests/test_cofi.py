@@ -180,6 +180,23 @@ def test_deterministic_masks_keep_the_expected_size():
     assert abs(transform.describe()["sparsity"] - expected) <= 0.01
 
 
+def test_deterministic_masks_restore_dimensions_when_rounding_drops_too_much():
+    _, _, masks = masked_tiny(hidden=False)
+    with torch.no_grad():
+        masks.mha_log_alpha["0"].fill_(-2.0)  # kept with probability 0.4: rounded away whole
+        for param in masks.ffn_dim_log_alpha.values():
+            param.copy_(torch.linspace(-4.0, 4.0, param.numel()))  # the low half is dropped
+        expected = float(masks.expected_sparsity())
+        values = masks.draw(training=False)
+    heads, ffn, hidden = masks.kept_counts(values)
+    reached = 1.0 - masks.sizes.remaining(heads, ffn, hidden) / masks.sizes.prunable()
+    assert heads[0] == 0
+    assert abs(reached - expected) <= 0.01
+    for z in values.ffn_dims.values():  # the highest-scored dimensions came back first
+        kept = (z != 0).int()
+        assert torch.equal(kept, kept.sort().values)
+
+
 def test_mask_and_multiplier_groups_have_their_own_constant_rates():
     model = tiny()
     transform = CoFiPrune(mask_lr=0.05, lagrangian_lr=0.2)

@@ -245,22 +245,31 @@ class CoFiMasks(nn.Module):
         if not live or hidden == 0 or abs(surplus) <= SIZE_SLACK * prunable:
             return masks
         count = round(abs(surplus) / (2 * hidden))  # parameters per FFN dimension: 2 * hidden
-        dims = {layer: z.clone() for layer, z in masks.ffn_dims.items()}
-        candidates: list[tuple[float, int, int]] = []
+        dims = {layer: z.detach().clone() for layer, z in masks.ffn_dims.items()}
+        scores, owners, positions = [], [], []
         for layer in live:
-            scores = self.ffn_dim_log_alpha[str(layer)].detach()
+            score = self.ffn_dim_log_alpha[str(layer)].detach()
             kept = dims[layer] != 0
             if surplus > 0:  # drop kept dimensions, but never a block's best one
-                droppable = max(int(kept.sum()) - 1, 0)
-                order = scores.masked_fill(~kept, float("inf")).argsort()[:droppable]
+                order = score.masked_fill(~kept, float("inf")).argsort()
+                order = order[: max(int(kept.sum()) - 1, 0)]
             else:  # restore dropped dimensions
-                order = scores.masked_fill(kept, float("-inf")).argsort(descending=True)
+                order = score.masked_fill(kept, float("-inf")).argsort(descending=True)
                 order = order[: int((~kept).sum())]
-            candidates += [(float(scores[i]), layer, int(i)) for i in order]
-        candidates.sort(reverse=surplus < 0)
-        for score, layer, index in candidates[:count]:
-            soft = torch.sigmoid(torch.tensor(score / TEMPERATURE * MAGICAL_NUMBER))
-            dims[layer][index] = 0.0 if surplus > 0 else soft.to(dims[layer].dtype)
+            scores.append(score[order])
+            owners.append(torch.full_like(order, layer))
+            positions.append(order)
+        pool = torch.cat(scores)
+        chosen = pool.argsort(descending=surplus < 0)[:count]
+        owner, position = torch.cat(owners)[chosen], torch.cat(positions)[chosen]
+        for layer in owner.unique().tolist():
+            picked = position[owner == layer]
+            if surplus > 0:
+                dims[layer][picked] = 0.0
+            else:
+                soft = torch.sigmoid(self.ffn_dim_log_alpha[str(layer)].detach()[picked]
+                                     / TEMPERATURE * MAGICAL_NUMBER)  # fmt: skip
+                dims[layer][picked] = soft.to(dims[layer].dtype)
         return replace(masks, ffn_dims=dims)
 
     def values(self, training: bool) -> Masks:

@@ -13,7 +13,9 @@ def protocol_arguments(parser: argparse.ArgumentParser, *, trials: int = 3) -> N
     parser.add_argument("--batch-size", type=int, default=128, help="inputs per batch")
     parser.add_argument("--seq-len", type=int, default=128, help="tokens per input")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up batches per model")
-    parser.add_argument("--trials", type=int, default=trials, help="timed trials (median)")
+    parser.add_argument("--trials", type=int, default=trials, help="timed trials")
+    parser.add_argument("--statistic", choices=["median", "best"], default="median",
+                        help="report the median trial or the fastest one")  # fmt: skip
     parser.add_argument("--batches", type=int, default=None, help="batches per trial")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
@@ -27,6 +29,7 @@ def protocol(args: argparse.Namespace) -> BenchConfig:
         seq_len=args.seq_len,
         warmup=args.warmup,
         trials=args.trials,
+        statistic=args.statistic,
         batches=args.batches,
         threads=args.threads,
         device=args.device,
@@ -39,6 +42,7 @@ def header(data: dict[str, Any], what: str) -> str:
     return (
         f"{what}; batch {s['batch_size']} inputs x {s['seq_len']} tokens on {s['device']} "
         f"({env.get('cuda_device') or env.get('cpu')}), {s['threads']} threads, warm-up "
-        f"{s['warmup']}, median of {s['trials']} trials x {s['batches']} batches, "
+        f"{s['warmup']}, {'fastest' if s.get('statistic') == 'best' else 'median'} of "
+        f"{s['trials']} trials x {s['batches']} batches, "
         f"torch {env['torch']}"
     )

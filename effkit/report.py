@@ -39,6 +39,11 @@ def _metrics_section(result: RunResult) -> list[str]:
     return ["## Task metrics", "", table(["split", *names], rows), ""]
 
 
+def _statistic(settings: dict[str, Any]) -> str:
+    """How the trials were summed up, in words."""
+    return "fastest" if settings.get("statistic") == "best" else "median"
+
+
 def _bench_section(result: RunResult) -> list[str]:
     bench = result.bench
     if not bench:
@@ -65,7 +70,8 @@ def _bench_section(result: RunResult) -> list[str]:
         "",
         f"Batch of {settings.get('batch_size')} inputs x {settings.get('seq_len')} tokens on "
         f"{settings.get('device')} ({device}), {settings.get('threads')} threads; "
-        f"warm-up {settings.get('warmup')} batches, median of {settings.get('trials')} trials "
+        f"warm-up {settings.get('warmup')} batches, {_statistic(settings)} of "
+        f"{settings.get('trials')} trials "
         f"of {settings.get('batches')} batches, models interleaved. "
         f"torch {env.get('torch')}, transformers {env.get('transformers')}, "
         f"load average {env.get('load_before')} -> {env.get('load_after')}.",

@@ -128,6 +128,27 @@ def test_a_trial_goes_on_until_its_minimum_time() -> None:
     assert 0.5 * 100 * 4 < rate <= 100 * 4  # 4 inputs a batch, at most one batch per 0.01 s
 
 
+@pytest.mark.parametrize("statistic", ["median", "best"])
+def test_the_reported_trial_is_the_median_or_the_fastest(statistic: str) -> None:
+    import time as clock
+
+    pauses = iter([0.03, 0.01, 0.05])  # one batch per trial: the second trial is the fastest
+
+    def model(**_: torch.Tensor) -> None:
+        clock.sleep(next(pauses))
+
+    timing = measure({"m": model}, _inputs(), warmup=0, trials=3, batches=1, device=CPU,
+                     progress=False, statistic=statistic)["m"]  # fmt: skip
+    rates = timing.trial_samples_per_s
+    assert rates.index(max(rates)) == 1 and rates.index(min(rates)) == 2
+    expected = max(rates) if statistic == "best" else sorted(rates)[1]
+    assert timing.samples_per_s == pytest.approx(expected)
+    assert timing.latency_ms == pytest.approx(4 / expected * 1000, rel=0.05)
+    with pytest.raises(EffkitError, match="statistic must be 'median' or 'best'"):
+        measure({"m": model}, _inputs(), warmup=0, trials=1, batches=1, device=CPU,
+                statistic="mean")  # fmt: skip
+
+
 def test_measure_runs_under_inference_mode() -> None:
     seen: list[bool] = []
 
@@ -159,6 +180,7 @@ def test_baseline_ratio_to_itself_is_one() -> None:
         "trials": 2,
         "batches": 2,
         "min_trial_seconds": 0.0,
+        "statistic": "median",
         "threads": torch.get_num_threads(),
         "device": "cpu",
     }

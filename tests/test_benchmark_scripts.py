@@ -49,3 +49,15 @@ def test_mux_ablation_refuses_an_unknown_variant(tmp_path, capsys):
     assert ablation.main(argv) == 2
     assert "unknown variant(s) ['gausian']" in capsys.readouterr().err
     assert not (tmp_path / "ablation.md").exists()
+
+
+def test_linear_widths_times_each_shape_and_refuses_a_malformed_one(capsys):
+    widths = script("linear_widths")
+    assert widths.main(["16->8", "16->7", "--tokens", "32", "--repeats", "2", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [(r["in"], r["out"]) for r in rows] == [(16, 8), (16, 7)]
+    assert all(r["ms"] > 0 and r["gflops"] > 0 for r in rows)
+    with pytest.raises(SystemExit) as exit_info:
+        widths.main(["16x8"])
+    assert exit_info.value.code == 2
+    assert "expected IN->OUT, got '16x8'" in capsys.readouterr().err

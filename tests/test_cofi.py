@@ -4,6 +4,7 @@ removal that keeps what the masked model computed, for plain and multiplexed mod
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import torch
@@ -17,11 +18,14 @@ from effkit.runner import fit, stack
 from effkit.train import TrainConfig, build_optimizer
 from effkit.transform import StageContext
 from effkit_cofi import CoFiPrune, SkippedAttention, SkippedFeedForward
-from effkit_cofi.hardconcrete import deterministic, keep_probability
+from effkit_cofi.hardconcrete import deterministic, keep_probability, nearest_multiple
 from effkit_mux import Multiplex
 
 KEEP, DROP = 4.6, -20.0  # log_alpha: kept for sure (CoFi's clamp), dropped for sure
 ALL_OFF = dict(heads=False, mha_layers=False, ffn_dims=False, ffn_layers=False, hidden=False)
+ANY_WIDTH = 1
+"""``round_to`` for tests that count entries exactly: at the default (multiples of 8) a 64-wide
+model's widths move by up to 6% (rounding itself is tested on its own)."""
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +91,7 @@ DROPS = {
 
 def pruned(model, kinds: dict[str, bool], drop: dict[str, object]):
     """(model after finalize, the transform, logits of the masked model in eval mode)."""
-    transform = CoFiPrune(**kinds)
+    transform = CoFiPrune(round_to=ANY_WIDTH, **kinds)
     model = transform.apply(model, ctx())
     set_masks(model, drop)
     with torch.no_grad():
@@ -113,7 +117,7 @@ def test_hard_concrete_constants_and_deterministic_mask_follow_cofi():
     assert float(deterministic(torch.tensor(-3.0))) == 0.0  # a layer mask: all or nothing
 
 
-def masked_tiny(**kinds: bool):
+def masked_tiny(**kinds: Any):
     """A tiny model with CoFi masks applied and set by :func:`set_masks` (nothing dropped)."""
     transform = CoFiPrune(**kinds)
     model = transform.apply(tiny(), ctx())
@@ -153,7 +157,8 @@ def test_expected_sparsity_is_cofis_formula_on_known_masks():
 def test_deterministic_masks_keep_the_expected_size():
     from dataclasses import replace
 
-    model, transform, masks = masked_tiny(hidden=False)
+    # widths at any count: rounding them to multiples moves a model this small by several %
+    model, transform, masks = masked_tiny(hidden=False, round_to=1)
     with torch.no_grad():
         for param in masks.ffn_log_alpha.values():
             param.fill_(-1.2)  # each FFN block kept with probability 0.6: rounding keeps it whole
@@ -181,7 +186,7 @@ def test_deterministic_masks_keep_the_expected_size():
 
 
 def test_deterministic_masks_restore_dimensions_when_rounding_drops_too_much():
-    _, _, masks = masked_tiny(hidden=False)
+    _, _, masks = masked_tiny(hidden=False, round_to=1)
     with torch.no_grad():
         masks.mha_log_alpha["0"].fill_(-2.0)  # kept with probability 0.4: rounded away whole
         for param in masks.ffn_dim_log_alpha.values():
@@ -195,6 +200,42 @@ def test_deterministic_masks_restore_dimensions_when_rounding_drops_too_much():
     for z in values.ffn_dims.values():  # the highest-scored dimensions came back first
         kept = (z != 0).int()
         assert torch.equal(kept, kept.sort().values)
+
+
+@pytest.mark.parametrize(
+    ("count", "full", "rounded"),
+    [(438, 1536, 440), (436, 1536, 440), (435, 1536, 432), (380, 384, 384), (3, 128, 8),
+     (0, 128, 0), (1536, 1536, 1536), (125, 128, 128), (13, 13, 13), (11, 12, 12)],
+)  # fmt: skip
+def test_widths_round_to_the_nearest_multiple_within_the_full_width(count, full, rounded):
+    assert nearest_multiple(count, 8, full) == rounded
+    assert nearest_multiple(count, 1, full) == count
+
+
+def test_deterministic_widths_are_multiples_of_round_to_and_keep_the_best_entries():
+    def kept_widths(round_to: int):
+        model, transform, masks = masked_tiny(round_to=round_to)
+        index = torch.arange(128)
+        score = index * 0.01
+        with torch.no_grad():  # 61 and 67 of 128 FFN dimensions kept, distinct scores
+            masks.ffn_dim_log_alpha["0"].copy_(torch.where(index < 61, 20 + score, -20 + score))
+            masks.ffn_dim_log_alpha["1"].copy_(torch.where(index < 67, 20 + score, -20 + score))
+            masks.hidden_log_alpha[:3] = -30.0  # 61 of 64 hidden dimensions kept
+            values = masks.draw(training=False)
+        return masks.kept_counts(values), values, model, transform
+
+    assert kept_widths(1)[0][1:] == ([61, 67], 61)
+    (_, ffn, hidden), values, model, transform = kept_widths(8)
+    assert (ffn, hidden) == ([64, 64], 64)
+    for layer, z in values.ffn_dims.items():  # the restored or dropped ones are next in line
+        order = model.cofi_masks.ffn_dim_log_alpha[str(layer)].detach().argsort(descending=True)
+        assert bool((z[order[:64]] != 0).all()) and not bool((z[order[64:]] != 0).any())
+    with torch.no_grad():
+        masked = model.eval()(**inputs()).logits
+        transform.finalize(model, ctx())
+        assert torch.allclose(masked, model(**inputs()).logits, atol=1e-5)  # what was evaluated
+    report = transform.describe()
+    assert report["ffn_widths"] == [64, 64] and report["hidden_width"] == 64
 
 
 def test_mask_and_multiplier_groups_have_their_own_constant_rates():
@@ -247,7 +288,7 @@ def test_model_selection_waits_for_the_target_sparsity(synthetic):
     """Validation-based selection keeps only states near the target, never an early one."""
     torch.manual_seed(0)
     model = load_model("preset:tiny", labels=synthetic.labels)
-    transform = CoFiPrune(sparsity=0.6, mask_lr=0.3, warmup_ratio=0.6)
+    transform = CoFiPrune(sparsity=0.6, mask_lr=0.3, warmup_ratio=0.6, round_to=ANY_WIDTH)
     model, record = fit(model, data=synthetic, transforms=[transform],
                         train=TrainConfig(steps=100, batch_size=8, lr=1e-3, eval_every=10),
                         progress=False)  # fmt: skip
@@ -361,7 +402,7 @@ def test_multiplexed_model_trains_with_masks(synthetic):
 
 def test_a_multiplexer_that_cannot_follow_hidden_pruning_leaves_the_model_intact():
     model = tiny(mux="contextual")
-    transform = CoFiPrune()
+    transform = CoFiPrune(round_to=ANY_WIDTH)
     model = transform.apply(model, ctx())
     set_masks(model, {"hidden": [3]})
     with pytest.raises(ModelError, match="ContextualMux"):

@@ -128,6 +128,11 @@ class CoFiPrune(Transform):
         description="Share of the stage's steps over which the target rises linearly from the "
         "initial masks' expected sparsity.",
     )  # fmt: skip
+    round_to: int = Field(
+        8, ge=1,
+        description="Keep feed-forward and hidden widths at multiples of this (1: any width); "
+        "matrix multiplications with output widths off a multiple of 8 run slower.",
+    )  # fmt: skip
 
     _hooks: list[RemovableHandle] = PrivateAttr(default_factory=list)
     _before: dict[str, int] = PrivateAttr(default_factory=dict)
@@ -171,6 +176,7 @@ class CoFiPrune(Transform):
             ffn_layers=self.ffn_layers,
             hidden=self.hidden,
             droprate_init=self.droprate_init,
+            round_to=self.round_to,
         ).to(next(model.parameters()).device)
         setattr(model, MASKS_ATTRIBUTE, masks)
         self._hooks = masking.install(model, base, masks)

@@ -127,6 +127,21 @@ class StageConfig(BaseModel):
         self._objective = _build_plugin(registry.OBJECTIVES, self.objective, ("objective",))
         return self
 
+    def resolved_plugins(self) -> dict[str, Any]:
+        """The stage's transforms and objective with every field, defaults included: what a
+        stage computes depends on them, however the recipe spelled them."""
+        objective = self._objective
+        assert objective is not None
+        return {
+            "transforms": [
+                {"name": t.registered_name(), **t.model_dump(mode="json")} for t in self._transforms
+            ],
+            "objective": {
+                "name": registry.name_of(registry.OBJECTIVES, type(objective)),
+                **objective.model_dump(mode="json"),
+            },
+        }
+
     def build_transforms(self) -> list[Transform]:
         """Fresh transform objects for one run of this stage."""
         return [t.model_copy(deep=True) for t in self._transforms]

@@ -6,7 +6,8 @@ the hash of everything each depended on (``manifest.json``), each stage's model 
 ``report.md``. Every file is written atomically.
 
 Re-running the same recipe resumes: a stage whose key (the hash of the model source, task, data,
-seed, every earlier stage and its own configuration) is already complete is not run again, and
+seed, every earlier stage and its own configuration, with its transforms' and objective's
+defaults filled in) is already complete is not run again, and
 a stage that was interrupted continues from its last checkpoint. Completed stages are also kept
 in a cache shared by all runs (``$EFFKIT_CACHE``, default ``~/.cache/effkit``), so that a sweep
 over the last stage's settings trains the earlier stages once.
@@ -288,6 +289,8 @@ class Runner:
         bookkeeping = {"train": {"checkpoint_every", "log_every"}}
         for stage in self.recipe.stages:
             dumped = stage.model_dump(mode="json", exclude=bookkeeping)
+            # a plugin's defaults count too: a changed default changes what the stage computes
+            dumped.update(stage.resolved_plugins())
             previous = stable_hash({"previous": previous, "stage": dumped})
             keys[stage.name] = previous
         return keys

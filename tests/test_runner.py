@@ -92,6 +92,11 @@ def test_stage_keys_follow_what_a_stage_computes_not_how_it_logs(tmp_path):
     assert keys(["stages.second.train.log_every=3"]) == base
     faster = keys(["stages.second.train.lr=1.0e-2"])
     assert faster["first"] == base["first"] and faster["second"] != base["second"]
+    # plugins count with their defaults: the same objective spelled out is the same stage...
+    assert keys(["stages.first.objective={name: task, label_smoothing: 0.0}"]) == base
+    # ...and a field that differs from the default is another one
+    smoothed = keys(["stages.first.objective={name: task, label_smoothing: 0.1}"])
+    assert smoothed["first"] != base["first"] and smoothed["second"] != base["second"]
 
 
 def test_interrupted_stage_resumes_from_its_checkpoint_with_the_same_result(tmp_path, probe):

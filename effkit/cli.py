@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -179,6 +180,13 @@ def plugins() -> None:
         out.print(table)
 
 
+class Statistic(str, Enum):
+    """Which trial of a benchmark is reported."""
+
+    median = "median"
+    best = "best"
+
+
 @app.command()
 def bench(
     model_dir: Annotated[Path, typer.Argument(help="Saved effkit model folder.")],
@@ -187,6 +195,9 @@ def bench(
     seq_len: Annotated[int, typer.Option(help="Tokens per input.")] = 128,
     warmup: Annotated[int | None, typer.Option(help="Warm-up batches per model.")] = None,
     trials: Annotated[int | None, typer.Option(help="Timed trials.")] = None,
+    statistic: Annotated[
+        Statistic, typer.Option(help="Report the median trial, or the fastest (best).")
+    ] = Statistic.median,
     batches: Annotated[int | None, typer.Option(help="Batches per trial.")] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
@@ -200,7 +211,7 @@ def bench(
 
     cfg = BenchConfig(
         batch_size=batch_size, seq_len=seq_len, warmup=warmup, trials=trials, batches=batches,
-        threads=threads, device=device, memory=memory,
+        threads=threads, device=device, memory=memory, statistic=statistic.value,
     )  # fmt: skip
     dev = resolve_device(device)
     folders = {"model": model_dir}
@@ -356,12 +367,14 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         import click
 
-        if isinstance(exc, click.exceptions.Exit):
+        # typer may bring its own copy of click: its exceptions are not click's
+        if isinstance(exc, (click.exceptions.Exit, typer.Exit)):
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.ClickException):
-            exc.show()
+        show = getattr(exc, "show", None)
+        if isinstance(exc, (click.ClickException, typer.TyperException)) and callable(show):
+            show()
             sys.exit(2)
-        if isinstance(exc, click.exceptions.Abort):
+        if isinstance(exc, (click.exceptions.Abort, typer.Abort)):
             sys.exit(130)
         raise
 

@@ -76,11 +76,14 @@ def test_eval_scores_a_saved_model(trained, tmp_path):
 def test_bench_compares_two_folders(trained, tmp_path):
     model = trained / "stages" / "finetune" / "model"
     proc = effkit("bench", str(model), "--baseline", str(model), "--batch-size", "4",
-                  "--seq-len", "16", "--warmup", "0", "--trials", "1", "--batches", "1",
-                  "--json", str(tmp_path / "b.json"))  # fmt: skip
+                  "--seq-len", "16", "--warmup", "0", "--trials", "2", "--batches", "1",
+                  "--statistic", "best", "--json", str(tmp_path / "b.json"))  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     data = json.loads((tmp_path / "b.json").read_text())
     assert data["ratios"]["baseline"] == 1.0 and "environment" in data
+    assert data["settings"]["statistic"] == "best"
+    timing = data["timings"]["model"]
+    assert timing["samples_per_s"] == max(timing["trial_samples_per_s"])
 
 
 @pytest.mark.parametrize(
@@ -100,6 +103,8 @@ def test_bench_compares_two_folders(trained, tmp_path):
             "batch_size",
         ),
         (["predict", "missing-model-dir"], "does not exist"),
+        (["bench", "missing-model-dir", "--statistic", "fastest"], "'fastest' is not one of"),
+        (["bench", "missing-model-dir", "--trials", "many"], "valid integer"),
         (["eval", "missing-model-dir", "--data", "builtin:synthetic"], "does not exist"),
     ],
 )

@@ -54,7 +54,8 @@ class Multiplex(Transform):
     key_std: float = Field(1.0, gt=0, description="Spread of the Gaussian keys' entries.")
     pooling: Literal["first", "mean"] = Field(
         "first", description="Sequence tasks: demultiplex the first position only (the paper), "
-        "or every position and average each instance's own tokens (slower at large N).",
+        "or every position and average each instance's own tokens (slower: the demultiplexer "
+        "runs on every position).",
     )  # fmt: skip
     ensemble: bool = Field(
         False, description="At inference, run each input in all N slots and average the logits."

@@ -20,8 +20,10 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    SerializerFunctionWrapHandler,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -92,11 +94,18 @@ class EvalConfig(BaseModel):
 class StageConfig(BaseModel):
     """One stage: transforms applied to the incoming model, then training with one objective."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     name: str = Field(
         description="Unique stage name; addressed by --set stages.NAME....; "
         "--set stages.NAME=null removes the stage."
+    )
+    start: str | None = Field(
+        None,
+        alias="from",
+        description="Start from this earlier stage's model, or 'initial' for the recipe's "
+        "model (default: the previous stage's), e.g. to train a teacher beside the stages that "
+        "use it.",
     )
     transforms: list[str | dict[str, Any]] = Field(
         default_factory=list,
@@ -126,6 +135,15 @@ class StageConfig(BaseModel):
         ]
         self._objective = _build_plugin(registry.OBJECTIVES, self.objective, ("objective",))
         return self
+
+    @model_serializer(mode="wrap")
+    def _omit_default_start(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # a stage that follows the previous one dumps as it always did (cache keys stay put)
+        dumped: dict[str, Any] = handler(self)
+        if self.start is None:
+            dumped.pop("from", None)
+            dumped.pop("start", None)
+        return dumped
 
     def resolved_plugins(self) -> dict[str, Any]:
         """The stage's transforms and objective with every field, defaults included: what a
@@ -182,6 +200,13 @@ class Recipe(BaseModel):
         for stage in self.stages:
             if stage.name in seen:
                 raise ValueError(f"two stages are named '{stage.name}'; stage names are unique")
+            if stage.start is not None and stage.start != "initial" and stage.start not in seen:
+                later = stage.start in {s.name for s in self.stages}
+                raise ValueError(
+                    f"stage '{stage.name}' starts from '{stage.start}', "
+                    + ("which runs after it" if later else "which is not a stage of this recipe")
+                    + "; 'from' names an earlier stage or 'initial'"
+                )
             seen.add(stage.name)
         if self.data is None and (self.stages or self.evaluate.enabled):
             raise ValueError("a recipe that trains or evaluates needs a 'data' section")
@@ -198,7 +223,8 @@ class Recipe(BaseModel):
 
     def to_yaml(self) -> str:
         """The resolved recipe as YAML, defaults included."""
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+        dumped = self.model_dump(mode="json", by_alias=True)
+        return yaml.safe_dump(dumped, sort_keys=False, allow_unicode=True)
 
 
 # --------------------------------------------------------------------------- YAML positions
@@ -512,6 +538,7 @@ def _fields_table(model: type[BaseModel]) -> list[str]:
             value = info.get_default(call_default_factory=True)
             default = "(section)" if isinstance(value, BaseModel) else f"`{json.dumps(value)}`"
         description = (info.description or "").replace("|", "\\|")
+        name = info.alias or name
         rows.append(f"| `{name}` | {_type_name(info.annotation)} | {default} | {description} |")
     return rows
 

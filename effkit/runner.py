@@ -88,6 +88,21 @@ class RunResult:
 # --------------------------------------------------------------------------- stages
 
 
+def _strings(*values: Any) -> set[str]:
+    """Every string inside nested lists and dicts (the values a stage's plugins were given)."""
+    found: set[str] = set()
+    stack = list(values)
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            found.add(value)
+        elif isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return found
+
+
 def _validator(data: TaskData, batch_size: int) -> Any:
     def validate(model: EffkitModel) -> dict[str, float]:
         return evaluate_examples(model, data.splits["validation"], batch_size=batch_size)
@@ -245,6 +260,7 @@ class Runner:
         self.main = self.accelerator.is_main_process
         self.data: TaskData | None = None
         self.keys: dict[str, str] = {}
+        self.needs: dict[str, set[str]] = {}  # the earlier stages each stage reads
         self.manifest: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ folder and keys
@@ -285,14 +301,26 @@ class Runner:
             }
         )
         keys = {"initial": previous}
+        # the stages whose output each key already depends on
+        ancestry: dict[str, set[str]] = {"initial": set()}
         # how often a stage logs or checkpoints does not change what it computes
-        bookkeeping = {"train": {"checkpoint_every", "log_every"}}
+        bookkeeping: Any = {"train": {"checkpoint_every", "log_every"}, "start": True}
+        last = "initial"
         for stage in self.recipe.stages:
+            start = stage.start or last
             dumped = stage.model_dump(mode="json", exclude=bookkeeping)
             # a plugin's defaults count too: a changed default changes what the stage computes
             dumped.update(stage.resolved_plugins())
-            previous = stable_hash({"previous": previous, "stage": dumped})
-            keys[stage.name] = previous
+            hashed: dict[str, Any] = {"previous": keys[start], "stage": dumped}
+            # an earlier stage named in a field (a teacher) off this stage's own line
+            named = sorted(_strings(dumped["transforms"], dumped["objective"]) & set(ancestry))
+            outside = [name for name in named if name != start and name not in ancestry[start]]
+            if outside:
+                hashed["uses"] = {name: keys[name] for name in outside}
+            keys[stage.name] = stable_hash(hashed)
+            ancestry[stage.name] = ancestry[start] | {start, *outside}
+            self.needs[stage.name] = {start, *named} - {"initial"}
+            last = stage.name
         return keys
 
     def stage_dir(self, name: str) -> Path:
@@ -381,21 +409,30 @@ class Runner:
             self._write_manifest()
         self.accelerator.wait_for_everyone()
 
-        # resume after the last stage whose output is already there
-        done = 0
-        for index, stage in enumerate(recipe.stages):
-            if self._completed(stage):
-                done = index + 1
-        model = (
-            load(self.stage_dir(recipe.stages[done - 1].name) / "model")
-            if done
-            else self.initial_model()
-        )
-        if done:
-            log.info("reusing %d completed stage(s): %s", done,
-                     ", ".join(s.name for s in recipe.stages[:done]))  # fmt: skip
-        for stage in recipe.stages[done:]:
-            model = self._run_stage(model, stage)
+        # resume: run only the stages whose output is missing and still needed
+        completed = {stage.name for stage in recipe.stages if self._completed(stage)}
+        needed = {recipe.stages[-1].name} if recipe.stages else set()
+        pending: set[str] = set()
+        for stage in reversed(recipe.stages):
+            if stage.name in needed and stage.name not in completed:
+                pending.add(stage.name)
+                needed |= self.needs[stage.name]
+        if completed:
+            log.info("reusing %d completed stage(s): %s", len(completed),
+                     ", ".join(s.name for s in recipe.stages if s.name in completed))  # fmt: skip
+        model: EffkitModel | None = None
+        previous = "initial"
+        for stage in recipe.stages:
+            if stage.name in pending:
+                start = stage.start or previous
+                if model is None or start != previous:
+                    model = self.resolve_model(start)
+                model = self._run_stage(model, stage)
+            else:
+                model = None
+            previous = stage.name
+        if model is None:
+            model = self.resolve_model(previous)
 
         result = RunResult(run_dir=self.run_dir, recipe=recipe, model=model)
         for stage in recipe.stages:

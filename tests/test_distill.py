@@ -154,6 +154,28 @@ def test_multiplexed_layer_distillation_needs_the_same_n(synthetic, teacher_dir,
     assert "distill_layers" not in record["train"]["history"][0]
 
 
+def test_cached_teacher_logits_are_the_teachers_and_run_each_input_once(synthetic, teacher_dir):
+    rows = synthetic.splits["train"]
+    steps, batch = 20, 16  # 320 inputs from a split of 210: the second epoch is all cached
+
+    def train(cache: bool) -> tuple[dict, Distill]:
+        distill = Distill(teacher=str(teacher_dir), layer_map="none", logit_weight=1.0,
+                          cache_teacher=cache)  # fmt: skip
+        _, record = fit(load(teacher_dir), data=synthetic, transforms=[distill],
+                        train=TrainConfig(steps=steps, batch_size=batch, lr=1e-4, log_every=1),
+                        progress=False)  # fmt: skip
+        return record, distill
+
+    cached, _ = train(True)
+    plain, _ = train(False)
+    # the same losses at every step, from far fewer teacher passes
+    for a, b in zip(history(cached, "distill_logits"), history(plain, "distill_logits"),
+                    strict=True):  # fmt: skip
+        assert a == pytest.approx(b, rel=1e-4, abs=1e-6)
+    assert plain["transforms"][0]["teacher_rows"] == steps * batch
+    assert cached["transforms"][0]["teacher_rows"] == len(rows)
+
+
 # --------------------------------------------------------------------------- configuration
 
 
@@ -187,3 +209,27 @@ stages:
         Distill(logit_weight=0.0, layer_map="none")
     with pytest.raises(ValidationError, match="distinct"):
         Distill(teacher_layers=[1, 1])
+
+
+def test_cached_teacher_logits_for_a_token_task_match_the_teacher():
+    data = load_task_data(DataConfig(source="builtin:synthetic-ner", max_length=24),
+                          "token-classification")  # fmt: skip
+    torch.manual_seed(0)
+    teacher = load_model("preset:tiny", task="token-classification", labels=data.labels)
+    teacher.max_length = 24
+    distill = Distill(teacher="unused", layer_map="none", logit_weight=1.0)
+    distill._teacher = teacher.eval()
+    from effkit.data import Collator, encode
+
+    collate = Collator(int(teacher.tokenizer.pad_token_id))
+    rows = encode(data.splits["train"][:6], teacher.tokenizer, "token-classification", 24)
+    batch = {k: v for k, v in collate(rows).items() if k not in ("labels", "word_ids")}
+    short = {k: v for k, v in collate(rows[:3]).items() if k not in ("labels", "word_ids")}
+    with torch.no_grad():
+        expected = teacher(**batch).logits
+    first = distill._cached_logits(teacher, short)  # fills the cache at a shorter width
+    again = distill._cached_logits(teacher, batch)  # three of six rows come from the cache
+    assert distill._teacher_rows == 6
+    keep = batch["attention_mask"].bool()
+    assert torch.allclose(again[keep], expected[keep], atol=1e-5)
+    assert first.shape[1] == short["input_ids"].shape[1]

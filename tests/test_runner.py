@@ -175,3 +175,91 @@ def test_python_api_runs_a_recipe_object(tmp_path, tiny_recipe):
     predictions = result.model.predict(["a sentence", "another one"])
     assert len(predictions) == 2
     shutil.rmtree(tmp_path / "api")
+
+
+TEACHER_BESIDE = textwrap.dedent(
+    """\
+    name: beside
+    model: {source: preset:tiny}
+    data: {source: builtin:synthetic, max_length: 32}
+    stages:
+      - name: teacher
+        train: {steps: 8, batch_size: 8, lr: 2.0e-3}
+      - name: student
+        from: initial
+        transforms: [{name: keep-layers, layers: [0]}]
+        train: {steps: 6, batch_size: 8, lr: 2.0e-3}
+      - name: distilled
+        transforms: [{name: distill, teacher: teacher, layer_map: none, logit_weight: 1.0}]
+        train: {steps: 6, batch_size: 8, lr: 2.0e-3}
+    benchmark: {enabled: false}
+    """
+)
+
+
+def test_a_stage_can_start_from_the_initial_model_beside_its_teacher(tmp_path):
+    # the student stage only cuts layers (no steps): its weights show where it started
+    beside = recipe(TEACHER_BESIDE, ["stages.student.train.steps=0"])
+    result = run(beside, tmp_path / "run", progress=False, benchmark=False)
+    teacher = load(tmp_path / "run" / "stages" / "teacher" / "model")
+    student = load(tmp_path / "run" / "stages" / "student" / "model")
+    from effkit.data import load_task_data
+    from effkit.runner import Runner
+
+    runner = Runner(beside, tmp_path / "other")
+    runner.data = load_task_data(beside.data, beside.task.type, beside.task.labels)
+    initial = dict(runner.initial_model().hf.named_parameters())
+    trained = dict(teacher.hf.named_parameters())
+    layer = [name for name, _ in student.hf.named_parameters() if "layer.0." in name]
+    assert layer
+    for name in layer:
+        value = dict(student.hf.named_parameters())[name]
+        assert torch.equal(value, initial[name]), name
+        assert not torch.equal(value, trained[name]), name
+    assert result.stages["distilled"]["transforms"][0]["teacher_rows"] > 0
+    # the resolved recipe keeps the field under its YAML name
+    saved = (tmp_path / "run" / "recipe.yaml").read_text()
+    assert "from: initial" in saved and "start" not in saved
+    assert [s.start for s in load_recipe(tmp_path / "run" / "recipe.yaml").stages] == [
+        None, "initial", None,
+    ]  # fmt: skip
+
+
+def test_a_changed_teacher_stage_changes_the_stage_that_reads_it(tmp_path):
+    from effkit.data import load_task_data
+    from effkit.runner import Runner
+
+    def keys(overrides):
+        runner = Runner(recipe(TEACHER_BESIDE, overrides), run_dir=tmp_path / "run")
+        r = runner.recipe
+        runner.data = load_task_data(r.data, r.task.type, r.task.labels)
+        return runner._stage_keys()
+
+    base = keys([])
+    other = keys(["stages.teacher.train.steps=4"])
+    assert other["student"] == base["student"]  # off the teacher's line
+    assert other["distilled"] != base["distilled"]  # but it reads the teacher
+    # starting from 'initial' gives the key a stage has at the top of a recipe
+    alone = keys(["stages.teacher=null", "stages.distilled=null", "stages.student.from=null"])
+    assert alone["student"] == base["student"]
+
+
+def test_resume_runs_a_missing_teacher_that_a_pending_stage_reads(tmp_path):
+    run(recipe(TEACHER_BESIDE), tmp_path / "a", progress=False, benchmark=False)
+    # a new run folder finds student in the cache but must still make its teacher
+    changed = recipe(TEACHER_BESIDE, ["stages.teacher.train.steps=4"])
+    run(changed, tmp_path / "b", progress=False, benchmark=False)
+    stages = json.loads((tmp_path / "b" / "manifest.json").read_text())["stages"]
+    assert stages["student"]["from_cache"] is True
+    assert stages["teacher"]["from_cache"] is False and stages["distilled"]["from_cache"] is False
+
+
+@pytest.mark.parametrize(
+    ("start", "message"),
+    [("distilled", "runs after it"), ("nowhere", "not a stage of this recipe")],
+)
+def test_from_must_name_an_earlier_stage(start, message):
+    from effkit.errors import RecipeError
+
+    with pytest.raises(RecipeError, match=message):
+        recipe(TEACHER_BESIDE, [f"stages.student.from={start}"])

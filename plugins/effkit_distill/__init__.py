@@ -45,6 +45,8 @@ from effkit import EffkitModel, ModelError, StageContext, Transform
 __all__ = ["Distill", "default_teacher_layers", "ordered_alignment"]
 
 MAP_ATTRIBUTE = "distill_map"
+CACHE_LIMIT_BYTES = 512 * 2**20
+"""At most this much of teacher logits is kept (a token task's logits grow with length)."""
 LIVE_LAYERS_KEY = "encoder_live_layers"
 """Set by a pruning transform: a callable giving which student layers are alive right now."""
 
@@ -130,12 +132,20 @@ class Distill(Transform):
     teacher_layers: list[int] | None = Field(
         None, description="Teacher layers (0-based) to match; default: CoFi's spread of up to 4."
     )
+    cache_teacher: bool = Field(
+        True, description="Logits only (layer_map: none) and a teacher that is not "
+        "multiplexed: keep the frozen teacher's logits of each training input, so the teacher "
+        "runs once per input instead of once per step.",
+    )  # fmt: skip
 
     _teacher: EffkitModel | None = PrivateAttr(None)
     _layers: list[int] = PrivateAttr(default_factory=list)
     _restore: list[tuple[Any, bool]] = PrivateAttr(default_factory=list)
     _alignment: list[int] = PrivateAttr(default_factory=list)
     _teacher_parameters: int = PrivateAttr(0)
+    _cache: dict[bytes, torch.Tensor] = PrivateAttr(default_factory=dict)
+    _cache_bytes: int = PrivateAttr(0)
+    _teacher_rows: int = PrivateAttr(0)
 
     @field_validator("teacher_layers")
     @classmethod
@@ -215,13 +225,18 @@ class Distill(Transform):
         device = inputs["input_ids"].device
         if next(teacher.parameters()).device != device:
             teacher.to(device)
-        with torch.no_grad():
-            taught = teacher(**inputs)
+        if self._caching(teacher):
+            teacher_logits = self._cached_logits(teacher, inputs)
+        else:
+            with torch.no_grad():
+                taught = teacher(**inputs)
+            teacher_logits = taught.logits
+            self._teacher_rows += int(inputs["input_ids"].shape[0])
         terms: dict[str, torch.Tensor] = {}
         mask = inputs.get("attention_mask")
         if self.logit_weight > 0:
             terms["distill_logits"] = self.logit_weight * self._logit_loss(
-                outputs.logits, taught.logits, mask
+                outputs.logits, teacher_logits, mask
             )
         if self.layer_loss_on:
             terms["distill_layers"] = self.layer_weight * self._layer_loss(
@@ -240,6 +255,7 @@ class Distill(Transform):
             config.output_hidden_states = value
         self._restore = []
         self._teacher = None
+        self._cache, self._cache_bytes = {}, 0
         return model
 
     def describe(self) -> dict[str, Any]:
@@ -254,7 +270,56 @@ class Distill(Transform):
             },
             "teacher_layers": self._layers,
             "last_alignment": self._alignment,
+            "teacher_rows": self._teacher_rows,
         }
+
+    # ------------------------------------------------------------------ teacher logits
+
+    def _caching(self, teacher: EffkitModel) -> bool:
+        return self.cache_teacher and not self.layer_loss_on and _multiplexing(teacher) == 1
+
+    def _cached_logits(self, teacher: EffkitModel, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The teacher's logits for each row of ``inputs``, running it on unseen rows only.
+
+        A row's key is its unpadded input ids, attention mask and segment ids, so the same
+        example padded to another batch's length is found again. Token tasks keep the logits
+        of the real positions and pad them back with zeros (the loss skips padding).
+        """
+        fields = sorted(k for k, v in inputs.items() if torch.is_tensor(v) and v.dim() >= 2)
+        rows, width = (int(n) for n in inputs["input_ids"].shape[:2])
+        cpu = {k: inputs[k].detach().cpu() for k in fields}
+        mask = cpu.get("attention_mask")
+        lengths = [width] * rows
+        if mask is not None:
+            for i in range(rows):
+                real = int(mask[i].sum())
+                if bool(mask[i, :real].all()):  # right padding: trim it off the key
+                    lengths[i] = real
+        keys = [
+            b"|".join(cpu[k][i, : lengths[i]].numpy().tobytes() for k in fields)
+            for i in range(rows)
+        ]
+        found = {i: self._cache[key] for i, key in enumerate(keys) if key in self._cache}
+        missing = [i for i in range(rows) if i not in found]
+        if missing:
+            index = torch.tensor(missing, device=inputs["input_ids"].device)
+            subset = {k: v.index_select(0, index) if k in fields else v for k, v in inputs.items()}
+            with torch.no_grad():
+                fresh = teacher(**subset).logits.detach().float().cpu()
+            self._teacher_rows += len(missing)
+            for row, i in enumerate(missing):
+                value = fresh[row] if fresh.dim() == 2 else fresh[row, : lengths[i]].clone()
+                found[i] = value
+                if self._cache_bytes < CACHE_LIMIT_BYTES:  # past the limit: no new entries
+                    self._cache[keys[i]] = value
+                    self._cache_bytes += value.numel() * value.element_size()
+        if found[0].dim() == 1:  # one vector per input
+            logits = torch.stack([found[i] for i in range(rows)])
+        else:  # token tasks: [positions, labels] per input, padded to this batch's width
+            logits = torch.zeros(rows, width, found[0].shape[-1])
+            for i in range(rows):
+                logits[i, : found[i].shape[0]] = found[i]
+        return logits.to(inputs["input_ids"].device)
 
     # ------------------------------------------------------------------ losses
 

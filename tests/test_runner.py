@@ -34,6 +34,16 @@ def recipe(text: str = TWO_STAGES, overrides: list[str] | None = None):
     return parse_recipe(text, source="two.yaml", overrides=overrides)
 
 
+def runner_with_data(r, folder):
+    """A runner whose data is loaded, for its stage keys and initial model."""
+    from effkit.data import load_task_data
+    from effkit.runner import Runner
+
+    runner = Runner(r, run_dir=folder, progress=False)
+    runner.data = load_task_data(r.data, r.task.type, r.task.labels)
+    return runner
+
+
 def test_run_folder_holds_everything(tmp_path, tiny_recipe):
     result = run(tiny_recipe, tmp_path / "run", progress=False)
     folder = tmp_path / "run"
@@ -79,14 +89,8 @@ def test_changed_last_stage_reuses_the_first_from_the_cache(tmp_path):
 
 
 def test_stage_keys_follow_what_a_stage_computes_not_how_it_logs(tmp_path):
-    from effkit.data import load_task_data
-    from effkit.runner import Runner
-
     def keys(overrides):
-        runner = Runner(recipe(overrides=overrides), run_dir=tmp_path / "run", progress=False)
-        r = runner.recipe
-        runner.data = load_task_data(r.data, r.task.type, r.task.labels)
-        return runner._stage_keys()
+        return runner_with_data(recipe(overrides=overrides), tmp_path / "run")._stage_keys()
 
     base = keys([])
     assert keys(["stages.second.train.log_every=3"]) == base
@@ -203,12 +207,9 @@ def test_a_stage_can_start_from_the_initial_model_beside_its_teacher(tmp_path):
     result = run(beside, tmp_path / "run", progress=False, benchmark=False)
     teacher = load(tmp_path / "run" / "stages" / "teacher" / "model")
     student = load(tmp_path / "run" / "stages" / "student" / "model")
-    from effkit.data import load_task_data
-    from effkit.runner import Runner
-
-    runner = Runner(beside, tmp_path / "other")
-    runner.data = load_task_data(beside.data, beside.task.type, beside.task.labels)
-    initial = dict(runner.initial_model().hf.named_parameters())
+    initial = dict(
+        runner_with_data(beside, tmp_path / "other").initial_model().hf.named_parameters()
+    )
     trained = dict(teacher.hf.named_parameters())
     layer = [name for name, _ in student.hf.named_parameters() if "layer.0." in name]
     assert layer
@@ -226,14 +227,8 @@ def test_a_stage_can_start_from_the_initial_model_beside_its_teacher(tmp_path):
 
 
 def test_a_changed_teacher_stage_changes_the_stage_that_reads_it(tmp_path):
-    from effkit.data import load_task_data
-    from effkit.runner import Runner
-
     def keys(overrides):
-        runner = Runner(recipe(TEACHER_BESIDE, overrides), run_dir=tmp_path / "run")
-        r = runner.recipe
-        runner.data = load_task_data(r.data, r.task.type, r.task.labels)
-        return runner._stage_keys()
+        return runner_with_data(recipe(TEACHER_BESIDE, overrides), tmp_path / "run")._stage_keys()
 
     base = keys([])
     other = keys(["stages.teacher.train.steps=4"])

@@ -20,9 +20,11 @@ princeton-nlp/CoFiPruning, ``layer_distill_version=4``):
 
 The teacher is loaded with ``ctx.load_model(teacher)``: an earlier stage of the recipe by name,
 or a saved model folder. It is frozen, kept in evaluation mode, and run under ``no_grad`` on
-the same inputs as the student. The layer map is attached to the student as
-``model.distill_map`` during the stage (so checkpoints hold it) and removed by ``finalize``,
-with the teacher; nothing structural remains, so the transform is not recorded in the model.
+the same inputs as the student; with logits only and a teacher that is not multiplexed, its
+logits are kept per input (``cache_teacher``), so it runs once per training input. The layer
+map is attached to the student as ``model.distill_map`` during the stage (so checkpoints hold
+it) and removed by ``finalize``, with the teacher; nothing structural remains, so the transform
+is not recorded in the model.
 
 The student returns hidden states through ``config.output_hidden_states`` (set while the stage
 runs, restored by ``finalize``). Multiplexed models: logits are per input, so logit
@@ -308,7 +310,7 @@ class Distill(Transform):
                 fresh = teacher(**subset).logits.detach().float().cpu()
             self._teacher_rows += len(missing)
             for row, i in enumerate(missing):
-                value = fresh[row] if fresh.dim() == 2 else fresh[row, : lengths[i]].clone()
+                value = (fresh[row] if fresh.dim() == 2 else fresh[row, : lengths[i]]).clone()
                 found[i] = value
                 if self._cache_bytes < CACHE_LIMIT_BYTES:  # past the limit: no new entries
                     self._cache[keys[i]] = value

@@ -10,7 +10,9 @@ Each variant is the recipe with a few fields changed (listed in the table), run 
 folder under ``--out`` with ``effkit apply``'s runner and its stage cache: variants that share
 their first stages (MLM against ELECTRA shares priming) train them once, and a stopped ablation
 resumes where it was. ``compute`` variants move the budget of priming and pre-training to
-fine-tuning, to show what those stages buy at equal total steps. The table (``ablation.md``)
+fine-tuning, to show what those stages buy at equal total steps. The multiplexer,
+demultiplexer and pre-training rows try each choice the recipe does not make: against a
+recipe with binary keys the Gaussian keys of the paper are a row. The table (``ablation.md``)
 and every figure (``ablation.json``) are written to ``--out``.
 """
 
@@ -24,36 +26,51 @@ from typing import Any
 
 from effkit.errors import EffkitError
 from effkit.evaluate import primary_metric
-from effkit.recipe import Recipe, load_recipe
+from effkit.recipe import Recipe, load_recipe, parse_recipe
 from effkit.runner import run
 from effkit.storage import write_json, write_text
 
 MUX = "stages.prime.transforms.multiplex"
+MUXES = ("gaussian", "contextual", "binary", "orthogonal")
+DEMUXES = ("rsa", "prefix")
+
+
+def _multiplex(recipe: Recipe) -> dict[str, Any]:
+    """The resolved fields of the first stage's ``multiplex`` transform."""
+    for transform in recipe.stages[0].resolved_plugins()["transforms"]:
+        if transform["name"] == "multiplex":
+            return dict(transform)
+    raise EffkitError(f"stage '{recipe.stages[0].name}' has no multiplex transform to ablate")
 
 
 def variants(recipe: Recipe) -> dict[str, list[str]]:
-    """Each variant's overrides of ``recipe`` (one change against the first row each)."""
+    """Each variant's overrides of ``recipe`` (one change against the first row each).
+
+    The multiplexer, demultiplexer and pre-training rows are the choices the recipe does not
+    make itself: a recipe with binary keys gets a ``gaussian`` row, one with Gaussian keys a
+    ``binary`` row.
+    """
     steps = {stage.name: stage.train.steps for stage in recipe.stages}
     pretrain = steps.get("mlm", 0)
-    table = {
-        "base": [],
-        "contextual": [f"{MUX}.mux=contextual"],
-        "prefix": [f"{MUX}.demux=prefix"],
-        "binary": [f"{MUX}.mux=binary"],
-        "orthogonal": [f"{MUX}.mux=orthogonal"],
-        "electra": ["stages.mlm.objective=electra"],
+    mux = _multiplex(recipe)
+    table: dict[str, list[str]] = {"base": []}
+    table.update({kind: [f"{MUX}.mux={kind}"] for kind in MUXES if kind != mux["mux"]})
+    table.update({kind: [f"{MUX}.demux={kind}"] for kind in DEMUXES if kind != mux["demux"]})
+    if "mlm" in steps:
+        pretraining = next(stage for stage in recipe.stages if stage.name == "mlm")
+        objective = pretraining.resolved_plugins()["objective"]["name"]
+        other = "mlm" if objective == "electra" else "electra"
+        table[other] = [f"stages.mlm.objective={other}"]
         # equal compute: the same total optimizer steps, spent on fine-tuning instead
-        "compute-no-mlm": ["stages.mlm=null",
-                           f"stages.finetune.train.steps={steps.get('finetune', 0) + pretrain}"],
-        "compute-finetune-only": [
+        table["compute-no-mlm"] = [
             "stages.mlm=null",
-            "stages.prime.train.steps=0",  # the multiplexer and demultiplexer, untrained
-            f"stages.finetune.train.steps={sum(steps.values())}",
-        ],
-    }  # fmt: skip
-    if "mlm" not in steps:
-        for name in ("electra", "compute-no-mlm"):
-            table.pop(name)
+            f"stages.finetune.train.steps={steps.get('finetune', 0) + pretrain}",
+        ]
+    table["compute-finetune-only"] = [
+        *(["stages.mlm=null"] if "mlm" in steps else []),
+        "stages.prime.train.steps=0",  # the multiplexer and demultiplexer, untrained
+        f"stages.finetune.train.steps={sum(steps.values())}",
+    ]
     return table
 
 
@@ -84,9 +101,16 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise EffkitError(f"unknown variant(s) {unknown}; known: {', '.join(table)}")
         chosen = {k: v for k, v in table.items() if args.variants is None or k in args.variants}
+        # every variant from the text read once, validated before the first one runs: an edit
+        # of the file during a long ablation cannot mix two versions of the recipe in one table
+        text = args.recipe.read_text(encoding="utf-8")
+        recipes = {
+            name: parse_recipe(text, source=str(args.recipe), overrides=[*args.overrides, *changes])
+            for name, changes in chosen.items()
+        }
         rows: list[dict[str, Any]] = []
         for name, changes in chosen.items():
-            recipe = load_recipe(args.recipe, overrides=[*args.overrides, *changes])
+            recipe = recipes[name]
             began = time.perf_counter()
             result = run(recipe, args.out / name, progress=False, benchmark=False)
             metric = args.metric or primary_metric(recipe.task.type)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from effkit.recipe import load_recipe
+
 ROOT = Path(__file__).parents[1]
 
 
@@ -41,6 +43,27 @@ def test_mux_ablation_runs_each_variant_and_writes_its_table(tmp_path):
         "| prefix | `stages.prime.transforms.multiplex.demux=prefix` |"
         in (tmp_path / "out" / "ablation.md").read_text()
     )
+
+
+@pytest.mark.parametrize(
+    ("recipe", "overrides", "rows"),
+    [
+        ("mux2.yaml", ["stages.prime.transforms.multiplex.mux=gaussian"],
+         ["base", "contextual", "binary", "orthogonal", "prefix", "electra", "compute-no-mlm",
+          "compute-finetune-only"]),
+        ("mux2.yaml", ["stages.prime.transforms.multiplex.mux=binary",
+                       "stages.mlm.objective=electra"],
+         ["base", "gaussian", "contextual", "orthogonal", "prefix", "mlm", "compute-no-mlm",
+          "compute-finetune-only"]),
+        ("mux2_wnut.yaml", [],  # no pre-training stage: no objective or no-MLM rows
+         ["base", "gaussian", "contextual", "orthogonal", "prefix", "compute-finetune-only"]),
+    ],
+)  # fmt: skip
+def test_mux_ablation_varies_what_the_recipe_does_not_choose(recipe, overrides, rows):
+    ablation = script("mux_ablation")
+    table = ablation.variants(load_recipe(ROOT / "recipes" / recipe, overrides=overrides))
+    assert list(table) == rows
+    assert ("stages.mlm=null" in table["compute-finetune-only"]) == ("compute-no-mlm" in rows)
 
 
 def test_mux_ablation_refuses_an_unknown_variant(tmp_path, capsys):

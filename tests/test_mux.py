@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -204,6 +205,49 @@ def test_retrieval_priming_learns_to_recover_tokens(synthetic):
     history = record["train"]["history"]
     assert history[-1]["loss"] < history[0]["loss"] * 0.7
     assert history[-1]["retrieval_accuracy"] > history[0]["retrieval_accuracy"]
+
+
+@pytest.mark.parametrize("demux", ["rsa", "prefix"])
+def test_retrieval_of_all_instances_scores_every_instance_of_every_position(demux):
+    from effkit_mux.adapter import adapter_of
+    from effkit_mux.objectives import _ensure_vocab_head, _run_raw, retrieval_loss
+
+    n = 3
+    model = tiny(n=n, demux=demux)
+    adapter = adapter_of(model, "test")
+    _ensure_vocab_head(model, adapter)
+    inputs = batch(7)
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    with torch.no_grad():
+        out, layout = _run_raw(model, adapter, inputs, ids)
+        hidden = out.last_hidden_state
+        loss, _ = retrieval_loss(adapter, hidden, layout, ids, mask, sample=False)
+        # the same targets, one instance at a time through the single-instance path
+        groups, length = layout.groups, ids.shape[1]
+        gold = ids[layout.order].view(groups, n, length)
+        valid = mask[layout.order].view(groups, n, length).bool()
+        logits, targets = [], []
+        for slot in range(n):
+            states = adapter.demultiplexer(hidden, torch.full((groups, length), slot))
+            logits.append(adapter.lm_head(states[valid[:, slot]]))
+            targets.append(gold[:, slot][valid[:, slot]])
+        expected = F.cross_entropy(torch.cat(logits), torch.cat(targets))
+    torch.testing.assert_close(loss, expected)
+
+
+@pytest.mark.parametrize("n", [2, 5])
+def test_priming_all_instances_learns(synthetic, n):
+    from effkit_mux import RetrievalObjective
+
+    torch.manual_seed(0)
+    model = load_model("preset:tiny", labels=synthetic.labels)
+    model.max_length = 24
+    objective = RetrievalObjective(sample_instances=False, position_fraction=0.5)
+    train = TrainConfig(steps=40, batch_size=8 * n, lr=3e-3, log_every=10)
+    _, record = fit(model, data=synthetic, transforms=[Multiplex(n=n, mux="binary")],
+                    objective=objective, train=train, progress=False)  # fmt: skip
+    history = record["train"]["history"]
+    assert history[-1]["loss"] < history[0]["loss"] * 0.7
 
 
 def test_task_fine_tuning_with_auxiliary_retrieval(synthetic):

@@ -124,8 +124,10 @@ class RetrievalObjective(_TextObjective):
     """Token-retrieval priming: recover every instance's tokens from the multiplexed output."""
 
     sample_instances: bool = Field(
-        True, description="Retrieve one sampled instance per position (N times cheaper)."
-    )
+        True, description="Retrieve one sampled instance per position (the vocabulary "
+        "projection runs once per position, not N times); false scores all N, which primes "
+        "far more per step at large N for a dearer step.",
+    )  # fmt: skip
     position_fraction: float = Field(
         1.0, gt=0, le=1, description="Share of positions scored per step (cheaper steps)."
     )

@@ -26,7 +26,7 @@ from typing import Any
 
 from effkit.errors import EffkitError
 from effkit.evaluate import primary_metric
-from effkit.recipe import Recipe, load_recipe, parse_recipe
+from effkit.recipe import Recipe, parse_recipe, read_recipe_text
 from effkit.runner import run
 from effkit.storage import write_json, write_text
 
@@ -95,15 +95,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metric", default=None, help="default: the task's primary metric")
     args = parser.parse_args(argv)
     try:
-        base = load_recipe(args.recipe, overrides=args.overrides)
-        table = variants(base)
+        # every variant from the text read once, validated before the first one runs: an edit
+        # of the file during a long ablation cannot mix two versions of the recipe in one table
+        text = read_recipe_text(args.recipe)
+        table = variants(parse_recipe(text, source=str(args.recipe), overrides=args.overrides))
         unknown = sorted(set(args.variants or []) - set(table))
         if unknown:
             raise EffkitError(f"unknown variant(s) {unknown}; known: {', '.join(table)}")
         chosen = {k: v for k, v in table.items() if args.variants is None or k in args.variants}
-        # every variant from the text read once, validated before the first one runs: an edit
-        # of the file during a long ablation cannot mix two versions of the recipe in one table
-        text = args.recipe.read_text(encoding="utf-8")
         recipes = {
             name: parse_recipe(text, source=str(args.recipe), overrides=[*args.overrides, *changes])
             for name, changes in chosen.items()

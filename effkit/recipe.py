@@ -476,16 +476,20 @@ def parse_recipe(
         raise validation_error(exc, data, source, lines, origins) from None
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Read, override and validate a recipe file."""
+def read_recipe_text(path: str | Path) -> str:
+    """The text of a recipe file; a RecipeError naming the file when it cannot be read."""
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"recipe file '{path}' does not exist")
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise RecipeError(f"cannot read recipe '{path}': {exc}") from exc
-    return parse_recipe(text, source=str(path), overrides=overrides)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read, override and validate a recipe file."""
+    return parse_recipe(read_recipe_text(path), source=str(path), overrides=overrides)
 
 
 def json_schema() -> dict[str, Any]:

@@ -235,6 +235,23 @@ def test_retrieval_of_all_instances_scores_every_instance_of_every_position(demu
     torch.testing.assert_close(loss, expected)
 
 
+@pytest.mark.parametrize("sample", [True, False])
+def test_retrieval_with_no_position_to_score_is_a_zero_loss(sample):
+    from effkit_mux.adapter import adapter_of
+    from effkit_mux.objectives import _ensure_vocab_head, _run_raw, retrieval_loss
+
+    model = tiny(n=2)
+    adapter = adapter_of(model, "test")
+    _ensure_vocab_head(model, adapter)
+    inputs = batch(4)
+    out, layout = _run_raw(model, adapter, inputs, inputs["input_ids"])
+    none = torch.zeros_like(inputs["attention_mask"])
+    loss, accuracy = retrieval_loss(adapter, out.last_hidden_state, layout, inputs["input_ids"],
+                                    none, sample=sample)  # fmt: skip
+    assert float(loss) == 0.0 and accuracy == 0.0
+    loss.backward()  # still part of the graph: a training step can take it
+
+
 @pytest.mark.parametrize("n", [2, 5])
 def test_priming_all_instances_learns(synthetic, n):
     from effkit_mux import RetrievalObjective

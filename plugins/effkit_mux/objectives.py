@@ -82,6 +82,23 @@ def _ensure_vocab_head(model: EffkitModel, adapter: MuxAdapter) -> None:
         adapter.lm_head = VocabHead(model).to(next(model.parameters()).device)
 
 
+def _demultiplex_at(
+    adapter: MuxAdapter,
+    hidden: torch.Tensor,
+    group: torch.Tensor,
+    slot: torch.Tensor,
+    position: torch.Tensor,
+) -> torch.Tensor:
+    """Instance ``slot[k]``'s state at ``position[k]`` of row ``group[k]``, for each k: ``[K, H]``.
+
+    Only the chosen positions go through the demultiplexer: each becomes a one-position row
+    with its group's prefix (if the demultiplexer has one).
+    """
+    p = adapter.extra_positions
+    rows = torch.cat([hidden[group, :p], hidden[group, p + position][:, None]], dim=1)
+    return adapter.demultiplexer(rows, slot[:, None])[:, 0]
+
+
 def retrieval_loss(
     adapter: MuxAdapter,
     hidden: torch.Tensor,
@@ -94,29 +111,27 @@ def retrieval_loss(
 ) -> tuple[torch.Tensor, float]:
     """Cross-entropy of retrieving each instance's tokens from the multiplexed states.
 
-    ``fraction`` < 1 scores a random share of the positions only: the vocabulary projection
-    dominates the cost of a step. Returns the loss and the token accuracy.
+    ``sample`` scores one random instance per position, else all N. ``fraction`` < 1 scores a
+    random share of the positions only: the vocabulary projection dominates the cost of a step.
+    Only the scored positions are demultiplexed. Returns the loss and the token accuracy.
     """
     assert adapter.lm_head is not None
-    n, p = adapter.n, adapter.extra_positions
-    groups, length = layout.groups, input_ids.shape[1]
+    n, groups, length = adapter.n, layout.groups, input_ids.shape[1]
     ids = input_ids[layout.order].view(groups, n, length)
-    mask = attention_mask[layout.order].view(groups, n, length)
+    chosen = attention_mask[layout.order].view(groups, n, length).bool()
     if sample:
         pick = torch.randint(0, n, (groups, length), device=hidden.device)
-        states = adapter.demultiplexer(hidden, pick)  # [G, L, H]
-        targets = ids.gather(1, pick[:, None]).squeeze(1)
-        valid = mask.gather(1, pick[:, None]).squeeze(1).bool()
-    else:
-        states = adapter.demultiplexer(hidden)  # [G, N, L, H]
-        targets, valid = ids, mask.bool()
-    del p
+        chosen = chosen & (torch.arange(n, device=hidden.device)[None, :, None] == pick[:, None])
     if fraction < 1.0:
-        valid = valid & (torch.rand(valid.shape, device=valid.device) < fraction)
-    logits = adapter.lm_head(states[valid])
-    gold = targets[valid]
+        shape = (groups, n, length) if not sample else (groups, 1, length)
+        chosen = chosen & (torch.rand(shape, device=hidden.device) < fraction)
+    group, slot, position = chosen.nonzero(as_tuple=True)
+    if group.numel() == 0:
+        return hidden.sum() * 0.0, 0.0
+    logits = adapter.lm_head(_demultiplex_at(adapter, hidden, group, slot, position))
+    gold = ids[group, slot, position]
     loss = F.cross_entropy(logits.float(), gold)
-    accuracy = float((logits.argmax(-1) == gold).float().mean()) if gold.numel() else 0.0
+    accuracy = float((logits.argmax(-1) == gold).float().mean())
     return loss, accuracy
 
 
@@ -176,17 +191,14 @@ class MaskedLMObjective(_TextObjective):
 
         out, layout = _run_raw(model, adapter, batch, corrupted)
         hidden = out.last_hidden_state  # [G, P + L, H]
-        n, p = adapter.n, adapter.extra_positions
+        n = adapter.n
         picked = chosen[layout.order].view(layout.groups, n, -1)
         group, slot, position = picked.nonzero(as_tuple=True)
         if group.numel() == 0:
             zero = hidden.sum() * 0.0
             return zero, out, {"mlm_accuracy": 0.0}
-        # one row per masked token: the group's prefix (if any) and the token's state
-        rows = torch.cat([hidden[group, :p], hidden[group, p + position][:, None]], dim=1)
-        states = adapter.demultiplexer(rows, slot[:, None])[:, 0]
         gold = ids[layout.order].view(layout.groups, n, -1)[group, slot, position]
-        logits = adapter.lm_head(states)
+        logits = adapter.lm_head(_demultiplex_at(adapter, hidden, group, slot, position))
         loss = F.cross_entropy(logits.float(), gold)
         accuracy = float((logits.argmax(-1) == gold).float().mean())
         return loss, out, {"mlm_accuracy": accuracy}

@@ -5,6 +5,8 @@
         --variants contextual prefix
     python benchmarks/mux_ablation.py recipes/mux2.yaml --out runs/ablation-bbc \
         --set stages.prime.train.steps=300          # every variant on a smaller budget
+    python benchmarks/mux_ablation.py recipes/mux2_wnut.yaml --out runs/ablation-wnut-mlm \
+        --pretrain-steps 100 --variants base electra compute-no-mlm
 
 Each variant is the recipe with a few fields changed (listed in the table), run into its own
 folder under ``--out`` with ``effkit apply``'s runner and its stage cache: variants that share
@@ -12,8 +14,10 @@ their first stages (MLM against ELECTRA shares priming) train them once, and a s
 resumes where it was. ``compute`` variants move the budget of priming and pre-training to
 fine-tuning, to show what those stages buy at equal total steps. The multiplexer,
 demultiplexer and pre-training rows try each choice the recipe does not make: against a
-recipe with binary keys the Gaussian keys of the paper are a row. The table (``ablation.md``)
-and every figure (``ablation.json``) are written to ``--out``.
+recipe with binary keys the Gaussian keys of the paper are a row. A recipe without a
+pre-training stage has no MLM or ELECTRA row; ``--pretrain-steps`` gives it an MLM stage before
+fine-tuning (the base row) so that it has them. The table (``ablation.md``) and every figure
+(``ablation.json``) are written to ``--out``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from effkit.errors import EffkitError
 from effkit.evaluate import primary_metric
@@ -74,6 +80,26 @@ def variants(recipe: Recipe) -> dict[str, list[str]]:
     return table
 
 
+def with_pretraining(text: str, steps: int, source: str) -> str:
+    """``text`` with an MLM stage of ``steps`` steps before its ``finetune`` stage.
+
+    The stage trains at the priming stage's batch size with ``mux2.yaml``'s MLM settings. A
+    recipe that already has an ``mlm`` stage, or no ``finetune`` stage, is refused.
+    """
+    parse_recipe(text, source=source)  # a malformed recipe is reported as it is written
+    data = yaml.safe_load(text)
+    stages = data["stages"]
+    names = [stage.get("name") for stage in stages]
+    if "mlm" in names:
+        raise EffkitError(f"{source} already has an 'mlm' stage; leave out --pretrain-steps")
+    if "finetune" not in names:
+        raise EffkitError(f"{source} has no 'finetune' stage to pre-train before")
+    batch = stages[0].get("train", {}).get("batch_size", 32)
+    train = {"steps": steps, "batch_size": batch, "lr": 5.0e-5, "warmup_ratio": 0.05}
+    stages.insert(names.index("finetune"), {"name": "mlm", "objective": "mlm", "train": train})
+    return str(yaml.safe_dump(data, sort_keys=False))
+
+
 def _metric(result: Any, split: str, metric: str) -> tuple[float | None, float | None]:
     scores = result.metrics.get(split, {})
     return scores.get(metric), scores.get(f"{metric}_std")
@@ -93,11 +119,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="PATH=VALUE", help="change every variant's recipe")  # fmt: skip
     parser.add_argument("--metric", default=None, help="default: the task's primary metric")
+    parser.add_argument("--pretrain-steps", type=int, default=None, metavar="STEPS",
+                        help="add an MLM stage of STEPS steps before fine-tuning (for a recipe "
+                        "without one)")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         # every variant from the text read once, validated before the first one runs: an edit
         # of the file during a long ablation cannot mix two versions of the recipe in one table
         text = read_recipe_text(args.recipe)
+        if args.pretrain_steps is not None:
+            if args.pretrain_steps < 1:
+                raise EffkitError(f"--pretrain-steps must be at least 1, not {args.pretrain_steps}")
+            text = with_pretraining(text, args.pretrain_steps, str(args.recipe))
         table = variants(parse_recipe(text, source=str(args.recipe), overrides=args.overrides))
         unknown = sorted(set(args.variants or []) - set(table))
         if unknown:

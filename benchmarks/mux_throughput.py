@@ -8,6 +8,11 @@ shapes, not on trained weights, so freshly initialised heads are measured.
     python benchmarks/mux_throughput.py                       # sequence classification
     python benchmarks/mux_throughput.py --task token-classification
     python benchmarks/mux_throughput.py --ns 2 5 --trials 5 --json mux.json
+    python benchmarks/mux_throughput.py --task token-classification --mix-after 1
+
+With ``--mix-after K`` the first K encoder layers run on every input on its own before the
+group is mixed, so the ceiling drops to ``D * B / (K * N * rows + (D - K) * rows)`` for a
+D-layer encoder (the embeddings, heads and demultiplexer left out).
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ns", type=int, nargs="+", default=[2, 5, 10])
     parser.add_argument("--mux", default="gaussian")
     parser.add_argument("--demux", default="rsa")
+    parser.add_argument("--mix-after", type=int, default=0, metavar="K",
+                        help="encoder layers run per input before mixing (default 0)")  # fmt: skip
     protocol_arguments(parser)
     args = parser.parse_args(argv)  # fmt: skip
 
@@ -46,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     models = {"N=1": load_model(args.model, task=args.task, labels=labels).to(device).eval()}
     for n in args.ns:
         base = load_model(args.model, task=args.task, labels=labels).eval()
-        mux = Multiplex(n=n, mux=args.mux, demux=args.demux)
+        mux = Multiplex(n=n, mux=args.mux, demux=args.demux, mix_after=args.mix_after)
         models[f"N={n}"] = stack(base, [mux]).to(device).eval()
     cfg = protocol(args)
     reference = models["N=1"]
@@ -54,14 +61,17 @@ def main(argv: list[str] | None = None) -> int:
                        type_vocab_size=reference.type_vocab_size)  # fmt: skip
     data = result.to_dict()
     s = data["settings"]
-    print(header(data, f"{args.model}, {args.task}, mux={args.mux}, demux={args.demux}"))
+    mixed = f", mix_after={args.mix_after}" if args.mix_after else ""
+    print(header(data, f"{args.model}, {args.task}, mux={args.mux}, demux={args.demux}{mixed}"))
+    depth = len(reference.encoder_layers())
     print()
     print("| N | rows per batch | samples/s | ratio | ceiling | share of ceiling |")
     print("|---|---|---|---|---|---|")
     for name, timing in data["timings"].items():
         n = int(name.split("=")[1])
         rows = math.ceil(s["batch_size"] / n)
-        ceiling = s["batch_size"] / rows
+        k = args.mix_after if n > 1 else 0
+        ceiling = depth * s["batch_size"] / (k * n * rows + (depth - k) * rows)
         ratio = data["ratios"][name]
         print(f"| {n} | {rows} | {timing['samples_per_s']:.1f} | {ratio:.2f}x | "
               f"{ceiling:.2f}x | {ratio / ceiling:.3f} |")  # fmt: skip

@@ -66,6 +66,23 @@ def test_mux_ablation_varies_what_the_recipe_does_not_choose(recipe, overrides, 
     assert ("stages.mlm=null" in table["compute-finetune-only"]) == ("compute-no-mlm" in rows)
 
 
+def test_mux_ablation_gives_a_recipe_without_pretraining_its_mlm_and_electra_rows(tmp_path):
+    ablation = script("mux_ablation")
+    path = ROOT / "recipes" / "mux2_wnut.yaml"
+    text = ablation.with_pretraining(path.read_text(), 100, str(path))
+    recipe = ablation.parse_recipe(text)
+    assert [s.name for s in recipe.stages] == ["prime", "mlm", "finetune"]
+    assert (recipe.stages[1].train.steps, recipe.stages[1].train.batch_size) == (100, 32)
+    table = ablation.variants(recipe)
+    assert table["electra"] == ["stages.mlm.objective=electra"]
+    assert table["compute-no-mlm"] == ["stages.mlm=null", "stages.finetune.train.steps=800"]
+    with pytest.raises(ablation.EffkitError, match="already has an 'mlm' stage"):
+        ablation.with_pretraining(text, 100, "twice")
+    argv = [str(path), "--out", str(tmp_path), "--pretrain-steps", "0"]
+    assert ablation.main(argv) == 2
+    assert not (tmp_path / "ablation.md").exists()
+
+
 def test_mux_ablation_refuses_an_unknown_variant(tmp_path, capsys):
     ablation = script("mux_ablation")
     argv = [str(ROOT / "recipes" / "mux2.yaml"), "--out", str(tmp_path), "--variants", "gausian"]

@@ -207,6 +207,7 @@ stages:
         parse_recipe(text.replace("teacher: finetune", "teacher: finetune, layer_map: all"))
     with pytest.raises(ValidationError, match="nothing to distil"):
         Distill(logit_weight=0.0, layer_map="none")
+    assert Distill(logit_weight=0.0, layer_map="none", output_weight=1.0).output_weight == 1.0
     with pytest.raises(ValidationError, match="distinct"):
         Distill(teacher_layers=[1, 1])
 
@@ -217,7 +218,8 @@ def test_cached_teacher_logits_for_a_token_task_match_the_teacher():
     torch.manual_seed(0)
     teacher = load_model("preset:tiny", task="token-classification", labels=data.labels)
     teacher.max_length = 24
-    distill = Distill(teacher="unused", layer_map="none", logit_weight=1.0)
+    distill = Distill(teacher="unused", layer_map="none", logit_weight=1.0, output_weight=1.0)
+    teacher.hf.config.output_hidden_states = True
     distill._teacher = teacher.eval()
     from effkit.data import Collator, encode
 
@@ -226,10 +228,53 @@ def test_cached_teacher_logits_for_a_token_task_match_the_teacher():
     batch = {k: v for k, v in collate(rows).items() if k not in ("labels", "word_ids")}
     short = {k: v for k, v in collate(rows[:3]).items() if k not in ("labels", "word_ids")}
     with torch.no_grad():
-        expected = teacher(**batch).logits
-    first = distill._cached_logits(teacher, short)  # fills the cache at a shorter width
-    again = distill._cached_logits(teacher, batch)  # three of six rows come from the cache
+        taught = teacher(**batch)
+    first, _ = distill._cached_teacher(teacher, short)  # fills the cache at a shorter width
+    again, states = distill._cached_teacher(teacher, batch)  # three of six rows are cached
     assert distill._teacher_rows == 6
     keep = batch["attention_mask"].bool()
-    assert torch.allclose(again[keep], expected[keep], atol=1e-5)
+    assert torch.allclose(again[keep], taught.logits[keep], atol=1e-5)
     assert first.shape[1] == short["input_ids"].shape[1]
+    assert states is not None and states.shape == taught.hidden_states[-1].shape
+    assert torch.allclose(states[keep], taught.hidden_states[-1][keep], atol=1e-5)
+    assert not states[~keep].any()  # padding positions hold zeros, and the loss skips them
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_output_distillation_teaches_a_multiplexed_student_the_teachers_states(
+    synthetic, teacher_dir, cache
+):
+    torch.manual_seed(0)
+    student = stack(load(teacher_dir), [Multiplex(n=2)])
+    distill = Distill(teacher=str(teacher_dir), layer_map="none", logit_weight=0.0,
+                      output_weight=1.0, task_weight=0.0, cache_teacher=cache)  # fmt: skip
+    steps, batch = 40, 16  # 640 inputs from a split of 210
+    _, record = fit(student, data=synthetic, objective="mux-task", transforms=[distill],
+                    train=TrainConfig(steps=steps, batch_size=batch, lr=1e-3, log_every=1),
+                    progress=False)  # fmt: skip
+    losses = history(record, "distill_output")
+    assert sum(losses[-5:]) < 0.5 * sum(losses[:5])  # demultiplexed states near the teacher's
+    expected_rows = len(synthetic.splits["train"]) if cache else steps * batch
+    assert record["transforms"][0]["teacher_rows"] == expected_rows
+    assert record["transforms"][0]["weights"]["output"] == 1.0
+    assert not student.hf.config.output_hidden_states  # restored when the stage ends
+
+
+def test_output_distillation_needs_a_demultiplexed_pass_and_a_teacher_of_the_same_width(
+    synthetic, teacher_dir
+):
+    student = stack(load(teacher_dir), [Multiplex(n=2)])
+    with pytest.raises(ModelError, match="task objective"):
+        fit(student, data=synthetic, objective="retrieval",
+            transforms=[Distill(teacher=str(teacher_dir), layer_map="none", output_weight=1.0)],
+            train=TrainConfig(steps=1, batch_size=4), progress=False)  # fmt: skip
+    torch.manual_seed(0)
+    base = load_model("preset:tiny", labels=synthetic.labels)
+    config = copy.deepcopy(base.hf.config)
+    config.hidden_size, config.intermediate_size = 2 * config.hidden_size, 64
+    wide = EffkitModel(AutoModelForSequenceClassification.from_config(config), base.tokenizer,
+                       base.task, "test")  # fmt: skip
+    with pytest.raises(ModelError, match="wide"):
+        fit(wide, data=synthetic,
+            transforms=[Distill(teacher=str(teacher_dir), layer_map="none", output_weight=1.0)],
+            train=TrainConfig(steps=1, batch_size=4), progress=False)  # fmt: skip

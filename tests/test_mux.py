@@ -69,6 +69,27 @@ def test_each_input_gets_its_own_output_in_order(task, mux, demux):
         assert torch.allclose(logits[:3], first_group, atol=1e-5)
 
 
+@pytest.mark.parametrize("pooling", ["first", "mean"])
+@pytest.mark.parametrize("demux", ["rsa", "prefix"])
+def test_head_states_are_what_the_head_read_in_input_order(demux, pooling):
+    for task in ("token-classification", "sequence-classification"):
+        model = tiny(task, n=3, demux=demux, pooling=pooling)
+        with torch.inference_mode():
+            logits = model(**batch(7)).logits
+            states = model.adapter.head_states()
+            hf = model.hf
+            if task == "token-classification":
+                assert states.shape == (7, 10, hf.config.hidden_size)
+                assert torch.allclose(hf.classifier(states), logits, atol=1e-5)
+            else:
+                assert states.shape == (7, 1, hf.config.hidden_size)
+                pooled = hf.bert.pooler(states)
+                assert torch.allclose(hf.classifier(pooled), logits, atol=1e-5)
+            # a raw pass (pre-training objectives) leaves no head states behind
+            model.adapter.run(model, plan(7, 3), **batch(7), raw=True)
+            assert model.adapter.head_states() is None
+
+
 @settings(max_examples=15, deadline=None)
 @given(size=st.integers(1, 23), n=st.sampled_from([1, 2, 5, 10]))
 def test_any_batch_size_gives_one_row_per_input(size, n):
@@ -145,6 +166,72 @@ def test_save_and_load_give_the_same_function(tmp_path, mux, demux):
     with torch.inference_mode():
         assert torch.equal(model(**inputs).logits, back(**inputs).logits)
     assert torch.equal(model.adapter.multiplexer.keys, back.adapter.multiplexer.keys)
+
+
+@pytest.mark.parametrize("demux", ["rsa", "prefix"])
+def test_layers_before_mixing_see_each_input_alone(tmp_path, demux):
+    """mix_after=1: layer 0 runs on every slot with its own mask, as the plain model runs it."""
+    model = tiny("token-classification", n=3, demux=demux, mix_after=1)
+    plain = tiny("token-classification")  # the same seed: the same backbone weights
+    inputs = batch(7)
+    seen: dict[str, torch.Tensor] = {}
+    layers = model.base.encoder.layer
+    hooks = [layers[0].register_forward_hook(lambda m, a, out: seen.update(first=out)),
+             layers[1].register_forward_hook(lambda m, a, out: seen.update(mixed=out))]  # fmt: skip
+    with torch.inference_mode():
+        logits = model(**inputs).logits
+        layout = model.adapter.layout
+        for hook in hooks:
+            hook.remove()
+        alone = plain.base(**inputs, output_hidden_states=True).hidden_states[1]
+    p = model.adapter.extra_positions
+    first = seen["first"][layout.first][:, p:]  # each input's own slot, prefix positions cut
+    mask = inputs["attention_mask"].bool()
+    assert first.shape == alone.shape
+    if demux == "rsa":  # (prefix: the input also attends to its own slot's prefix tokens)
+        assert torch.allclose(first[mask], alone[mask], atol=1e-5)
+    assert seen["mixed"].shape[0] == layout.groups  # layer 1 runs once per group
+    save(model, tmp_path / "m")
+    back = load(tmp_path / "m")
+    with torch.inference_mode():
+        assert torch.equal(back(**inputs).logits, logits)
+
+
+@pytest.mark.parametrize("family", ["roberta", "electra"])
+@pytest.mark.parametrize("mix_after", [0, 1])
+@pytest.mark.parametrize("demux", ["rsa", "prefix"])
+def test_other_bert_family_encoders_multiplex(family, mix_after, demux):
+    import transformers
+
+    from effkit import EffkitModel
+    from effkit.models import Task
+
+    torch.manual_seed(0)
+    sizes = {"vocab_size": 6000, "hidden_size": 64, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "intermediate_size": 128, "num_labels": 3}  # fmt: skip
+    if family == "roberta":
+        hf = transformers.RobertaForTokenClassification(transformers.RobertaConfig(**sizes))
+    else:  # a narrower embedding projected up to the hidden size
+        config = transformers.ElectraConfig(embedding_size=32, **sizes)
+        hf = transformers.ElectraForTokenClassification(config)
+    model = EffkitModel(hf, None, Task(type="token-classification", labels=LABELS)).eval()
+    model = stack(model, [Multiplex(n=3, demux=demux, mix_after=mix_after)]).eval()
+    inputs = batch(7)
+    with torch.inference_mode():
+        logits = model(**inputs).logits
+        alone = model(**{k: v[6:7] for k, v in inputs.items()}).logits
+    assert logits.shape == (7, 10, 3)
+    assert torch.allclose(logits[6], alone[0], atol=1e-5)
+
+
+def test_mix_after_needs_a_layer_left_to_multiplex():
+    with pytest.raises(ModelError, match="mix_after=2"):
+        tiny(n=2, mix_after=2)  # the tiny encoder has 2 layers
+    from effkit_layers import KeepLayers
+
+    model = stack(tiny(n=2, mix_after=1), [KeepLayers(layers=[1])])
+    with pytest.raises(ModelError, match="no layer to run multiplexed"):
+        model(**batch(3))
 
 
 def test_key_mean_and_spread_shape_the_gaussian_keys(tmp_path):
@@ -252,8 +339,8 @@ def test_retrieval_with_no_position_to_score_is_a_zero_loss(sample):
     loss.backward()  # still part of the graph: a training step can take it
 
 
-@pytest.mark.parametrize("n", [2, 5])
-def test_priming_all_instances_learns(synthetic, n):
+@pytest.mark.parametrize(("n", "mix_after"), [(2, 0), (5, 0), (2, 1)])
+def test_priming_all_instances_learns(synthetic, n, mix_after):
     from effkit_mux import RetrievalObjective
 
     torch.manual_seed(0)
@@ -261,8 +348,9 @@ def test_priming_all_instances_learns(synthetic, n):
     model.max_length = 24
     objective = RetrievalObjective(sample_instances=False, position_fraction=0.5)
     train = TrainConfig(steps=40, batch_size=8 * n, lr=3e-3, log_every=10)
-    _, record = fit(model, data=synthetic, transforms=[Multiplex(n=n, mux="binary")],
-                    objective=objective, train=train, progress=False)  # fmt: skip
+    mux = Multiplex(n=n, mux="binary", mix_after=mix_after)
+    _, record = fit(model, data=synthetic, transforms=[mux], objective=objective, train=train,
+                    progress=False)  # fmt: skip
     history = record["train"]["history"]
     assert history[-1]["loss"] < history[0]["loss"] * 0.7
 

@@ -39,6 +39,9 @@ def shrunk(path: Path) -> list[str]:
             if isinstance(spec, dict) and spec.get("name") == "keep-layers":
                 # the tiny model has two layers
                 overrides.append(f"stages.{stage.name}.transforms.keep-layers.layers=[0]")
+            if isinstance(spec, dict) and spec.get("name") == "multiplex" and spec.get("mix_after"):
+                # one layer per input, one multiplexed
+                overrides.append(f"stages.{stage.name}.transforms.multiplex.mix_after=1")
     return overrides
 
 

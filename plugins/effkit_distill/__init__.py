@@ -12,6 +12,12 @@ princeton-nlp/CoFiPruning, ``layer_distill_version=4``):
   search); layers whose attention block a CoFi mask is dropping are skipped. Weight
   ``layer_weight`` (CoFi: 0.9). With the default ``teacher_layers`` a 12-layer teacher uses
   CoFi's layers 2, 5, 8, 11 (0-based); other depths get up to 4 layers spread the same way.
+- **output states** (``output_weight``): the mean squared error between the student's and the
+  teacher's final states at the positions the task head reads (every position of a token task,
+  the first of a sequence task), input by input. A multiplexed model's states are its
+  demultiplexed ones, so this works for any pair of N: it asks each demultiplexed input to carry
+  what the teacher's encoder made of that input on its own, context included, which logits
+  (a few numbers per position) do not.
 - **task loss**: CoFi trains on the distillation losses alone. The objective's loss is always
   added by the training loop, so ``task_weight`` w is applied by adding
   ``-(1 - w) * cross_entropy(student logits, labels)``, computed from the batch's labels: exact
@@ -20,11 +26,11 @@ princeton-nlp/CoFiPruning, ``layer_distill_version=4``):
 
 The teacher is loaded with ``ctx.load_model(teacher)``: an earlier stage of the recipe by name,
 or a saved model folder. It is frozen, kept in evaluation mode, and run under ``no_grad`` on
-the same inputs as the student; with logits only and a teacher that is not multiplexed, its
-logits are kept per input (``cache_teacher``), so it runs once per training input. The layer
-map is attached to the student as ``model.distill_map`` during the stage (so checkpoints hold
-it) and removed by ``finalize``, with the teacher; nothing structural remains, so the transform
-is not recorded in the model.
+the same inputs as the student; without the layer loss and with a teacher that is not
+multiplexed, its logits (and output states) are kept per input (``cache_teacher``), so it runs
+once per training input. The layer map is attached to the student as ``model.distill_map``
+during the stage (so checkpoints hold it) and removed by ``finalize``, with the teacher;
+nothing structural remains, so the transform is not recorded in the model.
 
 The student returns hidden states through ``config.output_hidden_states`` (set while the stage
 runs, restored by ``finalize``). Multiplexed models: logits are per input, so logit
@@ -127,6 +133,12 @@ class Distill(Transform):
         description="Weight of the objective's cross-entropy on the labels (CoFi: 0, "
         "distillation only; 1 leaves it as it is).",
     )  # fmt: skip
+    output_weight: float = Field(
+        0.0, ge=0.0,
+        description="Weight of the MSE between the student's final states (demultiplexed per "
+        "input when multiplexed, so any N) and the teacher's, at the positions the task head "
+        "reads.",
+    )  # fmt: skip
     layer_map: Literal["dynamic", "none"] = Field(
         "dynamic", description="dynamic: CoFi's layer matching through a learned map; none: "
         "logits only.",
@@ -135,9 +147,9 @@ class Distill(Transform):
         None, description="Teacher layers (0-based) to match; default: CoFi's spread of up to 4."
     )
     cache_teacher: bool = Field(
-        True, description="Logits only (layer_map: none) and a teacher that is not "
-        "multiplexed: keep the frozen teacher's logits of each training input, so the teacher "
-        "runs once per input instead of once per step.",
+        True, description="Without the layer loss (layer_map: none) and with a teacher that is "
+        "not multiplexed: keep the frozen teacher's logits and output states of each training "
+        "input, so the teacher runs once per input instead of once per step.",
     )  # fmt: skip
 
     _teacher: EffkitModel | None = PrivateAttr(None)
@@ -145,7 +157,9 @@ class Distill(Transform):
     _restore: list[tuple[Any, bool]] = PrivateAttr(default_factory=list)
     _alignment: list[int] = PrivateAttr(default_factory=list)
     _teacher_parameters: int = PrivateAttr(0)
-    _cache: dict[bytes, torch.Tensor] = PrivateAttr(default_factory=dict)
+    _cache: dict[bytes, tuple[torch.Tensor, torch.Tensor | None]] = PrivateAttr(
+        default_factory=dict
+    )
     _cache_bytes: int = PrivateAttr(0)
     _teacher_rows: int = PrivateAttr(0)
 
@@ -161,8 +175,10 @@ class Distill(Transform):
 
     @model_validator(mode="after")
     def _some_loss(self) -> Distill:
-        if self.logit_weight == 0 and (self.layer_weight == 0 or self.layer_map == "none"):
-            raise ValueError("both logit_weight and the layer loss are off; nothing to distil")
+        if self.logit_weight == 0 and self.output_weight == 0 and not self.layer_loss_on:
+            raise ValueError(
+                "logit_weight, output_weight and the layer loss are all off; nothing to distil"
+            )
         return self
 
     @property
@@ -211,7 +227,14 @@ class Distill(Transform):
                 nn.init.eye_(layer_map.weight)
                 layer_map.bias.zero_()
             setattr(model, MAP_ATTRIBUTE, layer_map.to(next(model.parameters()).device))
-            self._restore = []
+        if self.output_weight > 0 and _width(model) != _width(teacher):
+            raise ModelError(
+                f"distill: output states are compared as they are, but the student is "
+                f"{_width(model)} wide and the teacher {_width(teacher)}",
+                hint="set output_weight: 0, or use a teacher of the student's width",
+            )
+        self._restore = []
+        if self.layer_loss_on or self.output_weight > 0:
             for config in (model.hf.config, teacher.hf.config):
                 self._restore.append((config, bool(getattr(config, "output_hidden_states", False))))
                 config.output_hidden_states = True
@@ -227,18 +250,37 @@ class Distill(Transform):
         device = inputs["input_ids"].device
         if next(teacher.parameters()).device != device:
             teacher.to(device)
+        taught: Any = None
         if self._caching(teacher):
-            teacher_logits = self._cached_logits(teacher, inputs)
+            teacher_logits, teacher_states = self._cached_teacher(teacher, inputs)
         else:
             with torch.no_grad():
                 taught = teacher(**inputs)
             teacher_logits = taught.logits
+            teacher_states = head_states(teacher, taught) if self.output_weight > 0 else None
             self._teacher_rows += int(inputs["input_ids"].shape[0])
         terms: dict[str, torch.Tensor] = {}
         mask = inputs.get("attention_mask")
         if self.logit_weight > 0:
+            if getattr(outputs, "logits", None) is None:
+                raise ModelError(
+                    "distill: this stage's objective gives no task logits (a pre-training "
+                    "objective); logit distillation needs a task objective"
+                )
             terms["distill_logits"] = self.logit_weight * self._logit_loss(
                 outputs.logits, teacher_logits, mask
+            )
+        if self.output_weight > 0:
+            assert teacher_states is not None
+            student_states = head_states(model, outputs)
+            if student_states.shape != teacher_states.shape:
+                raise ModelError(
+                    f"distill: the student's output states {tuple(student_states.shape)} and the "
+                    f"teacher's {tuple(teacher_states.shape)} do not line up"
+                )
+            token_mask = mask if student_states.shape[1] > 1 else None
+            terms["distill_output"] = self.output_weight * _mse(
+                student_states, teacher_states, token_mask
             )
         if self.layer_loss_on:
             terms["distill_layers"] = self.layer_weight * self._layer_loss(
@@ -268,6 +310,7 @@ class Distill(Transform):
             "weights": {
                 "logits": self.logit_weight,
                 "layers": self.layer_weight if self.layer_loss_on else 0.0,
+                "output": self.output_weight,
                 "task": self.task_weight,
             },
             "teacher_layers": self._layers,
@@ -280,12 +323,15 @@ class Distill(Transform):
     def _caching(self, teacher: EffkitModel) -> bool:
         return self.cache_teacher and not self.layer_loss_on and _multiplexing(teacher) == 1
 
-    def _cached_logits(self, teacher: EffkitModel, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The teacher's logits for each row of ``inputs``, running it on unseen rows only.
+    def _cached_teacher(
+        self, teacher: EffkitModel, inputs: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The teacher's logits (and output states, when the output loss is on) for each row of
+        ``inputs``, running it on unseen rows only.
 
         A row's key is its unpadded input ids, attention mask and segment ids, so the same
-        example padded to another batch's length is found again. Token tasks keep the logits
-        of the real positions and pad them back with zeros (the loss skips padding).
+        example padded to another batch's length is found again. Token tasks keep the values
+        of the real positions and pad them back with zeros (the losses skip padding).
         """
         fields = sorted(k for k, v in inputs.items() if torch.is_tensor(v) and v.dim() >= 2)
         rows, width = (int(n) for n in inputs["input_ids"].shape[:2])
@@ -307,21 +353,30 @@ class Distill(Transform):
             index = torch.tensor(missing, device=inputs["input_ids"].device)
             subset = {k: v.index_select(0, index) if k in fields else v for k, v in inputs.items()}
             with torch.no_grad():
-                fresh = teacher(**subset).logits.detach().float().cpu()
+                taught = teacher(**subset)
+            fresh = taught.logits.detach().float().cpu()
+            states = None
+            if self.output_weight > 0:
+                states = head_states(teacher, taught).detach().float().cpu()
             self._teacher_rows += len(missing)
+            token_task = fresh.dim() == 3
             for row, i in enumerate(missing):
-                value = (fresh[row] if fresh.dim() == 2 else fresh[row, : lengths[i]]).clone()
+                cut = lengths[i] if token_task else 1
+                state = None if states is None else states[row, :cut].clone()
+                value = (fresh[row, :cut] if token_task else fresh[row]).clone(), state
                 found[i] = value
                 if self._cache_bytes < CACHE_LIMIT_BYTES:  # past the limit: no new entries
                     self._cache[keys[i]] = value
-                    self._cache_bytes += value.numel() * value.element_size()
-        if found[0].dim() == 1:  # one vector per input
-            logits = torch.stack([found[i] for i in range(rows)])
-        else:  # token tasks: [positions, labels] per input, padded to this batch's width
-            logits = torch.zeros(rows, width, found[0].shape[-1])
-            for i in range(rows):
-                logits[i, : found[i].shape[0]] = found[i]
-        return logits.to(inputs["input_ids"].device)
+                    self._cache_bytes += sum(t.numel() * t.element_size()
+                                             for t in value if t is not None)  # fmt: skip
+        device = inputs["input_ids"].device
+        logits = _padded([found[i][0] for i in range(rows)], width)
+        if self.output_weight == 0:
+            return logits.to(device), None
+        parts = [found[i][1] for i in range(rows)]
+        assert all(p is not None for p in parts)
+        positions = width if logits.dim() == 3 else 1
+        return logits.to(device), _padded(parts, positions).to(device)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ losses
 
@@ -373,6 +428,36 @@ class Distill(Transform):
         if not pairs:
             raise ModelError("distill: no student layer's hidden states match the teacher's shape")
         return torch.stack([losses[row, col] for row, col in pairs]).sum()
+
+
+def head_states(model: EffkitModel, outputs: Any) -> torch.Tensor:
+    """What the task head of ``model`` read in the forward pass that gave ``outputs``, per input in
+    input order: ``[B, L, H]`` for token tasks, ``[B, 1, H]`` for sequence tasks (the first
+    position). A multiplexed model's are its demultiplexed states."""
+    states = getattr(model.adapter, "head_states", None)
+    if callable(states):
+        found = states()
+        if found is None:
+            raise ModelError(
+                "distill: the multiplexed model ran without demultiplexing its outputs (a "
+                "pre-training objective); output distillation needs a task objective"
+            )
+        return found
+    hidden = getattr(outputs, "hidden_states", None)
+    if not hidden:
+        raise ModelError("distill: the model's outputs carry no hidden states")
+    last = hidden[-1]
+    return last if model.task.type == "token-classification" else last[:, :1]
+
+
+def _padded(parts: list[torch.Tensor], width: int) -> torch.Tensor:
+    """Per-input tensors stacked; ``[positions, D]`` ones zero-padded to ``width`` positions."""
+    if parts[0].dim() == 1:
+        return torch.stack(parts)
+    out = torch.zeros(len(parts), width, parts[0].shape[-1], dtype=parts[0].dtype)
+    for i, part in enumerate(parts):
+        out[i, : part.shape[0]] = part
+    return out
 
 
 def _mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """Data multiplexing (MUX-PLMs): N inputs share one forward pass of the encoder.
 
 ``Multiplex(n=2, mux="gaussian", demux="rsa")`` wraps any BERT-family encoder (BERT, RoBERTa,
-ELECTRA, MiniLM) for sequence, sentence-pair and token classification. The plugin also registers
+ELECTRA, MiniLM) for sequence, sentence-pair and token classification; ``mix_after=K`` mixes
+after the first K encoder layers instead of after the embeddings. The plugin also registers
 the paper's training objectives: ``retrieval`` (token-retrieval priming), ``mlm`` (MUX-BERT),
 ``electra`` (MUX-ELECTRA with a uniform-random generator) and ``mux-task`` (fine-tuning with an
 optional auxiliary retrieval loss).
@@ -57,6 +58,11 @@ class Multiplex(Transform):
         "or every position and average each instance's own tokens (slower: the demultiplexer "
         "runs on every position).",
     )  # fmt: skip
+    mix_after: int = Field(
+        0, ge=0, description="Encoder layers each input runs through on its own before the "
+        "multiplexer mixes its group (0: mix the embeddings, the paper). Each such layer runs "
+        "N times per group, so it costs throughput.",
+    )  # fmt: skip
     ensemble: bool = Field(
         False, description="At inference, run each input in all N slots and average the logits."
     )
@@ -84,7 +90,7 @@ class Multiplex(Transform):
         adapter = MuxAdapter(
             model, n=self.n, mux=self.mux, demux=self.demux, demux_depth=self.demux_depth,
             key_seed=self.key_seed, pooling=self.pooling, key_mean=self.key_mean,
-            key_std=self.key_std,
+            key_std=self.key_std, mix_after=self.mix_after,
         )  # fmt: skip
         adapter.ensemble = self.ensemble
         adapter.to(next(model.parameters()).device).train(model.training)
@@ -114,6 +120,7 @@ class Multiplex(Transform):
             "mux": self.mux,
             "demux": self.demux,
             "pooling": self.pooling,
+            "mix_after": self.mix_after,
             "ensemble": self.ensemble,
             "parameters_added": added,
         }

@@ -8,7 +8,11 @@ inputs it
    members, whose outputs are discarded;
 2. runs the transformers model on the G * N instances, with two forward hooks: after the
    embeddings, the multiplexer mixes each group into one row (``[G, L, E]``); after the encoder,
-   the demultiplexer splits each row back into N instance states;
+   the demultiplexer splits each row back into N instance states. With ``mix_after=K`` the
+   embeddings stay per instance and the first K encoder layers run on every instance with its
+   own attention mask; a pre-hook on layer K mixes the groups there, and pre-hooks on the
+   later layers give them the groups' combined mask (the hooks are placed on the layers at each
+   pass, so a layer selection made afterwards is followed);
 3. gives every input exactly one row of logits, in input order.
 
 The attention masks of a group are combined (their union), so the encoder never attends to a
@@ -98,31 +102,48 @@ class MuxAdapter(nn.Module):
         pooling: str = "first",
         key_mean: float = 0.0,
         key_std: float = 1.0,
+        mix_after: int = 0,
     ) -> None:
         super().__init__()
         config = model.hf.config
         self.n = n
         self.pooling = pooling
+        self.mix_after = mix_after
         self.token_task = model.task.type == "token-classification"
+        base = backbone(model)
+        self._check_mix_after(model)
         width, hidden = embedding_width(model), hidden_width(model)
         heads = int(getattr(config, "num_attention_heads", 1))
         self.multiplexer: Any = build_multiplexer(
-            mux, n, width, heads, key_seed, mean=key_mean, std=key_std
+            mux, n, hidden if mix_after else width, heads, key_seed, mean=key_mean, std=key_std
         )
         self.demultiplexer: Any = build_demultiplexer(demux, n, hidden, width, demux_depth)
         self.ensemble = False
         self.lm_head: nn.Module | None = None
         self.electra_head: nn.Module | None = None
         self._layout: Layout | None = None
+        self.layout: Layout | None = None
+        """The arrangement of the last full forward pass."""
         self._mask: torch.Tensor | None = None
         self._raw = False
         self.last_hidden: torch.Tensor | None = None
         """The multiplexed encoder output of the last forward pass, ``[G, P + L, H]``."""
-        base = backbone(model)
+        self.last_states: torch.Tensor | None = None
+        """The demultiplexed states the task head read in the last full forward pass, one row per
+        slot ``[G * N, L', H]`` (``L' = 1`` for sequence tasks); None after a raw pass."""
         self._hooks = [
             base.embeddings.register_forward_hook(self._after_embeddings),
             base.encoder.register_forward_hook(self._after_encoder),
         ]
+
+    def _check_mix_after(self, model: EffkitModel) -> list[nn.Module]:
+        layers = list(backbone(model).encoder.layer)
+        if self.mix_after >= len(layers):
+            raise ModelError(
+                f"multiplex: mix_after={self.mix_after} leaves no layer to run multiplexed; the "
+                f"encoder has {len(layers)} layers (mix_after 0..{len(layers) - 1})"
+            )
+        return layers
 
     @property
     def extra_positions(self) -> int:
@@ -148,20 +169,47 @@ class MuxAdapter(nn.Module):
 
     # ------------------------------------------------------------------ hooks
 
+    def instance_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """Each slot's own attention mask ``[G * N, P + L]``, the prefix positions included."""
+        if not self.extra_positions:
+            return mask
+        ones = torch.ones(mask.shape[0], self.extra_positions, dtype=mask.dtype,
+                          device=mask.device)  # fmt: skip
+        return torch.cat([ones, mask], dim=1)
+
+    def _mix(self, x: torch.Tensor) -> torch.Tensor:
+        """Mix the slots' states ``[G * N, P + L, W]`` into ``[G, P + L, W]``."""
+        assert self._mask is not None
+        rows, length, width = x.shape
+        mask = self.instance_mask(self._mask).view(rows // self.n, self.n, length)
+        return self.multiplexer(x.view(rows // self.n, self.n, length, width), mask)
+
     def _after_embeddings(self, module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
         if self._layout is None or self._mask is None:
             return output  # not called through the adapter (e.g. a teacher sharing modules)
-        rows, length, width = output.shape
-        n = self.n
-        slots = torch.arange(rows, device=output.device) % n
+        slots = torch.arange(output.shape[0], device=output.device) % self.n
         prefix = self.demultiplexer.prefix(slots)
         x = output if prefix is None else torch.cat([prefix.to(output.dtype), output], dim=1)
-        mask = self._mask.view(rows // n, n, length)
-        if prefix is not None:
-            ones = torch.ones(rows // n, n, self.extra_positions, dtype=mask.dtype,
-                              device=mask.device)  # fmt: skip
-            mask = torch.cat([ones, mask], dim=2)
-        return self.multiplexer(x.view(rows // n, n, x.shape[1], width), mask)
+        return x if self.mix_after else self._mix(x)
+
+    def _union(self, mask: torch.Tensor | None) -> torch.Tensor | None:
+        """The encoder's per-slot attention mask (any format) merged over each group's slots."""
+        if mask is None:
+            return None
+        grouped = mask.view(mask.shape[0] // self.n, self.n, *mask.shape[1:])
+        return grouped.any(dim=1) if mask.dtype == torch.bool else grouped.amax(dim=1)
+
+    def _mix_before(self, module: nn.Module, args: Any) -> Any:
+        """Before layer ``mix_after``: mix the slots, and give the layer the groups' mask."""
+        if self._layout is None:
+            return None
+        return (self._mix(args[0]), self._union(args[1] if len(args) > 1 else None), *args[2:])
+
+    def _union_before(self, module: nn.Module, args: Any) -> Any:
+        """Before each later layer: the groups' mask instead of the slots' one."""
+        if self._layout is None or len(args) < 2:
+            return None
+        return (args[0], self._union(args[1]), *args[2:])
 
     def _after_encoder(self, module: nn.Module, args: Any, output: Any) -> Any:
         if self._layout is None:
@@ -180,10 +228,18 @@ class MuxAdapter(nn.Module):
             weights = self._mask.to(states.dtype)[..., None]  # each instance's own tokens
             pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
             states = pooled[:, None]  # the head reads position 0: put the mean there
+        self.last_states = states
         if hasattr(output, "last_hidden_state"):
             output.last_hidden_state = states
             return output
         return (states, *output[1:])
+
+    def head_states(self) -> torch.Tensor | None:
+        """Per input, in input order, the states the task head read in the last full forward
+        pass ``[B, L', H]`` (the last arrangement's in ensembling mode); None after a raw pass."""
+        if self.last_states is None or self.layout is None:
+            return None
+        return self.last_states[self.layout.first]
 
     # ------------------------------------------------------------------ forward
 
@@ -211,11 +267,21 @@ class MuxAdapter(nn.Module):
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids[layout.order]
         self._layout, self._mask, self._raw = layout, mask, raw
+        self.last_states = None
+        hooks = []
+        if self.mix_after:  # on the layers as they are now (layer selection may have changed them)
+            layers = self._check_mix_after(model)
+            hooks.append(layers[self.mix_after].register_forward_pre_hook(self._mix_before))
+            hooks += [layer.register_forward_pre_hook(self._union_before)
+                      for layer in layers[self.mix_after + 1 :]]  # fmt: skip
         try:
             target = backbone(model) if raw else model.hf
-            return target(input_ids=ids, attention_mask=self.combined_mask(mask), **kwargs)
+            given = self.instance_mask(mask) if self.mix_after else self.combined_mask(mask)
+            return target(input_ids=ids, attention_mask=given, **kwargs)
         finally:
             self._layout, self._mask, self._raw = None, None, False
+            for hook in hooks:
+                hook.remove()
 
     def forward(
         self,

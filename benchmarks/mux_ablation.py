@@ -86,7 +86,7 @@ def with_pretraining(text: str, steps: int, source: str) -> str:
     The stage trains at the priming stage's batch size with ``mux2.yaml``'s MLM settings. A
     recipe that already has an ``mlm`` stage, or no ``finetune`` stage, is refused.
     """
-    parse_recipe(text, source=source)  # a malformed recipe is reported as it is written
+    recipe = parse_recipe(text, source=source)  # a malformed recipe is reported as written
     data = yaml.safe_load(text)
     stages = data["stages"]
     names = [stage.get("name") for stage in stages]
@@ -94,7 +94,7 @@ def with_pretraining(text: str, steps: int, source: str) -> str:
         raise EffkitError(f"{source} already has an 'mlm' stage; leave out --pretrain-steps")
     if "finetune" not in names:
         raise EffkitError(f"{source} has no 'finetune' stage to pre-train before")
-    batch = stages[0].get("train", {}).get("batch_size", 32)
+    batch = recipe.stages[0].train.batch_size
     train = {"steps": steps, "batch_size": batch, "lr": 5.0e-5, "warmup_ratio": 0.05}
     stages.insert(names.index("finetune"), {"name": "mlm", "objective": "mlm", "train": train})
     return str(yaml.safe_dump(data, sort_keys=False))

@@ -24,8 +24,10 @@ import sys
 
 import torch
 from common import header, protocol, protocol_arguments
+from pydantic import ValidationError
 
 from effkit.bench import benchmark, resolve_device
+from effkit.errors import EffkitError
 from effkit.models import load_model
 from effkit.runner import stack
 from effkit_mux import Multiplex
@@ -50,11 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     labels = ["O", "B-x", "I-x", "B-y", "I-y"]
     torch.manual_seed(0)
-    models = {"N=1": load_model(args.model, task=args.task, labels=labels).to(device).eval()}
-    for n in args.ns:
-        base = load_model(args.model, task=args.task, labels=labels).eval()
-        mux = Multiplex(n=n, mux=args.mux, demux=args.demux, mix_after=args.mix_after)
-        models[f"N={n}"] = stack(base, [mux]).to(device).eval()
+    try:
+        models = {"N=1": load_model(args.model, task=args.task, labels=labels).to(device).eval()}
+        for n in args.ns:
+            base = load_model(args.model, task=args.task, labels=labels).eval()
+            mux = Multiplex(n=n, mux=args.mux, demux=args.demux, mix_after=args.mix_after)
+            models[f"N={n}"] = stack(base, [mux]).to(device).eval()
+    except (EffkitError, ValidationError) as err:  # a bad --ns, --mux, --demux or --mix-after
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     cfg = protocol(args)
     reference = models["N=1"]
     result = benchmark(models, cfg, vocab_size=reference.vocab_size, baseline="N=1",

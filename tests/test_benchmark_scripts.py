@@ -91,6 +91,14 @@ def test_mux_ablation_refuses_an_unknown_variant(tmp_path, capsys):
     assert not (tmp_path / "ablation.md").exists()
 
 
+def test_mux_throughput_refuses_a_mixing_layer_the_model_lacks(capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # the script imports common.py
+    throughput = script("mux_throughput")
+    argv = ["--model", "preset:tiny", "--ns", "2", "--mix-after", "2", "--trials", "1"]
+    assert throughput.main(argv) == 2  # the tiny encoder has 2 layers
+    assert "mix_after=2 leaves no layer to run multiplexed" in capsys.readouterr().err
+
+
 def test_linear_widths_times_each_shape_and_refuses_a_malformed_one(capsys):
     widths = script("linear_widths")
     assert widths.main(["16->8", "16->7", "--tokens", "32", "--repeats", "2", "--json"]) == 0

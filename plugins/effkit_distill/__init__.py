@@ -234,8 +234,9 @@ class Distill(Transform):
                 hint="set output_weight: 0, or use a teacher of the student's width",
             )
         self._restore = []
-        if self.layer_loss_on or self.output_weight > 0:
-            for config in (model.hf.config, teacher.hf.config):
+        for part in (model, teacher):  # hidden states returned only where a loss reads them
+            if self.layer_loss_on or (self.output_weight > 0 and not _demultiplexes(part)):
+                config = part.hf.config
                 self._restore.append((config, bool(getattr(config, "output_hidden_states", False))))
                 config.output_hidden_states = True
         return model
@@ -430,13 +431,17 @@ class Distill(Transform):
         return torch.stack([losses[row, col] for row, col in pairs]).sum()
 
 
+def _demultiplexes(model: EffkitModel) -> bool:
+    """True when the model's adapter keeps the states its head read (a multiplexed model)."""
+    return callable(getattr(model.adapter, "head_states", None))
+
+
 def head_states(model: EffkitModel, outputs: Any) -> torch.Tensor:
     """What the task head of ``model`` read in the forward pass that gave ``outputs``, per input in
     input order: ``[B, L, H]`` for token tasks, ``[B, 1, H]`` for sequence tasks (the first
     position). A multiplexed model's are its demultiplexed states."""
-    states = getattr(model.adapter, "head_states", None)
-    if callable(states):
-        found = states()
+    if _demultiplexes(model):
+        found = model.adapter.head_states()  # type: ignore[union-attr,operator]
         if found is None:
             raise ModelError(
                 "distill: the multiplexed model ran without demultiplexing its outputs (a "

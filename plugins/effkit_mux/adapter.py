@@ -245,11 +245,8 @@ class MuxAdapter(nn.Module):
 
     def combined_mask(self, mask: torch.Tensor) -> torch.Tensor:
         """The union of each group's attention masks, with the prefix positions when present."""
-        groups = mask.shape[0] // self.n
-        union = mask.view(groups, self.n, -1).amax(dim=1)
-        if self.extra_positions:
-            ones = torch.ones(groups, self.extra_positions, dtype=union.dtype, device=union.device)
-            union = torch.cat([ones, union], dim=1)
+        union = self._union(self.instance_mask(mask))
+        assert union is not None
         return union
 
     def run(

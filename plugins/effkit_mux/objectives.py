@@ -99,6 +99,22 @@ def _demultiplex_at(
     return adapter.demultiplexer(rows, slot[:, None])[:, 0]
 
 
+def _token_loss(
+    adapter: MuxAdapter, hidden: torch.Tensor, chosen: torch.Tensor, ids: torch.Tensor
+) -> tuple[torch.Tensor, float]:
+    """Cross-entropy and accuracy of predicting ``ids`` ``[G, N, L]`` from the vocabulary head
+    where ``chosen`` is true, demultiplexing only those positions; a zero loss that stays in
+    the graph when nothing is chosen."""
+    assert adapter.lm_head is not None
+    group, slot, position = chosen.nonzero(as_tuple=True)
+    if group.numel() == 0:
+        return hidden.sum() * 0.0, 0.0
+    logits = adapter.lm_head(_demultiplex_at(adapter, hidden, group, slot, position))
+    gold = ids[group, slot, position]
+    loss = F.cross_entropy(logits.float(), gold)
+    return loss, float((logits.argmax(-1) == gold).float().mean())
+
+
 def retrieval_loss(
     adapter: MuxAdapter,
     hidden: torch.Tensor,
@@ -115,7 +131,6 @@ def retrieval_loss(
     random share of the positions only: the vocabulary projection dominates the cost of a step.
     Only the scored positions are demultiplexed. Returns the loss and the token accuracy.
     """
-    assert adapter.lm_head is not None
     n, groups, length = adapter.n, layout.groups, input_ids.shape[1]
     ids = input_ids[layout.order].view(groups, n, length)
     chosen = attention_mask[layout.order].view(groups, n, length).bool()
@@ -125,14 +140,7 @@ def retrieval_loss(
     if fraction < 1.0:
         shape = (groups, n, length) if not sample else (groups, 1, length)
         chosen = chosen & (torch.rand(shape, device=hidden.device) < fraction)
-    group, slot, position = chosen.nonzero(as_tuple=True)
-    if group.numel() == 0:
-        return hidden.sum() * 0.0, 0.0
-    logits = adapter.lm_head(_demultiplex_at(adapter, hidden, group, slot, position))
-    gold = ids[group, slot, position]
-    loss = F.cross_entropy(logits.float(), gold)
-    accuracy = float((logits.argmax(-1) == gold).float().mean())
-    return loss, accuracy
+    return _token_loss(adapter, hidden, chosen, ids)
 
 
 class RetrievalObjective(_TextObjective):
@@ -177,7 +185,6 @@ class MaskedLMObjective(_TextObjective):
         self, model: EffkitModel, batch: dict[str, torch.Tensor], ctx: StageContext
     ) -> tuple[torch.Tensor, Any, dict[str, float]]:
         adapter = adapter_of(model, "mlm")
-        assert adapter.lm_head is not None
         ids, mask = _ids_and_mask(batch)
         tokenizer = ctx.tokenizer
         chosen = _plain_tokens(ids, mask, tokenizer)
@@ -190,17 +197,10 @@ class MaskedLMObjective(_TextObjective):
         corrupted[randomised] = torch.randint(0, vocab, (int(randomised.sum()),), device=ids.device)
 
         out, layout = _run_raw(model, adapter, batch, corrupted)
-        hidden = out.last_hidden_state  # [G, P + L, H]
-        n = adapter.n
-        picked = chosen[layout.order].view(layout.groups, n, -1)
-        group, slot, position = picked.nonzero(as_tuple=True)
-        if group.numel() == 0:
-            zero = hidden.sum() * 0.0
-            return zero, out, {"mlm_accuracy": 0.0}
-        gold = ids[layout.order].view(layout.groups, n, -1)[group, slot, position]
-        logits = adapter.lm_head(_demultiplex_at(adapter, hidden, group, slot, position))
-        loss = F.cross_entropy(logits.float(), gold)
-        accuracy = float((logits.argmax(-1) == gold).float().mean())
+        shape = (layout.groups, adapter.n, -1)
+        loss, accuracy = _token_loss(adapter, out.last_hidden_state,
+                                     chosen[layout.order].view(shape),
+                                     ids[layout.order].view(shape))  # fmt: skip
         return loss, out, {"mlm_accuracy": accuracy}
 
 

@@ -109,3 +109,19 @@ def test_linear_widths_times_each_shape_and_refuses_a_malformed_one(capsys):
         widths.main(["16x8"])
     assert exit_info.value.code == 2
     assert "expected IN->OUT, got '16x8'" in capsys.readouterr().err
+
+
+def test_train_speed_times_each_precision_at_each_n(tmp_path, capsys):
+    speed = script("train_speed")
+    out = tmp_path / "speed.json"
+    argv = ["--model", "preset:tiny", "--ns", "1", "2", "--batch-size", "4", "--seq-len", "8",
+            "--steps", "1", "--trials", "1", "--precisions", "bf16",
+            "--json", str(out)]  # fmt: skip
+    assert speed.main(argv) == 0
+    rows = json.loads(out.read_text())["rows"]
+    configs = [(r["n"], r["mixed_precision"]) for r in rows]
+    assert configs == [(1, "no"), (1, "bf16"), (2, "no"), (2, "bf16")]
+    assert all(r["inputs_per_s"] > 0 for r in rows)
+    assert [r["ratio"] for r in rows][::2] == [1.0, 1.0]
+    assert "| 2 | bf16 |" in capsys.readouterr().out
+    assert speed.main(["--model", "preset:tiny", "--ns", "0"]) == 2

@@ -82,3 +82,28 @@ def test_interrupt_during_validation_saves_the_finished_step(tmp_path):
     state = torch.load(tmp_path / "last" / "state.pt", weights_only=True)
     assert progress["step"] == 4
     assert state["scheduler"]["last_epoch"] == 4  # no step counted twice on resume
+
+
+@pytest.mark.parametrize("precision", ["auto", "bf16"])
+def test_bf16_on_a_cpu_runs_the_forward_pass_in_bfloat16_and_keeps_weights_in_float32(precision):
+    data = load_task_data(DataConfig(source="builtin:synthetic", max_length=16),
+                          "sequence-classification")  # fmt: skip
+    torch.manual_seed(0)
+    model = load_model("preset:tiny", labels=data.labels, task="sequence-classification")
+    model.max_length = 16
+    seen: list[torch.dtype] = []
+    linear = next(m for m in model.encoder_layers()[0].modules() if isinstance(m, torch.nn.Linear))
+
+    def record(module, _inputs, out):
+        if module.training:  # not the evaluation after training
+            seen.append(out.dtype)
+
+    hook = linear.register_forward_hook(record)
+    before = [p.detach().clone() for p in model.parameters()]
+    cfg = TrainConfig(steps=2, batch_size=8, lr=1e-3, mixed_precision=precision)
+    model, _ = fit(model, data=data, train=cfg, progress=False)
+    hook.remove()
+    expected = torch.bfloat16 if precision == "bf16" else torch.float32
+    assert seen and set(seen) == {expected}  # "auto" is full precision on a CPU
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))

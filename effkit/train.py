@@ -12,6 +12,7 @@ a stage that resumes from a checkpoint continues exactly where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -59,6 +60,16 @@ class TrainConfig(BaseModel):
     )
     eval_every: int = Field(
         0, ge=0, description="Validate every k steps and keep the best weights; 0: keep the last."
+    )
+    ema_decay: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description=(
+            "Keep an exponential moving average of the weights with this decay per step "
+            "(ramped up over the first steps); validation, the kept weights and the stage's "
+            "output use the average. null: off."
+        ),
     )
     checkpoint_every: int = Field(
         50, ge=0, description="Save a resumable checkpoint every k steps; 0: never."
@@ -199,6 +210,48 @@ def build_optimizer(
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
 
 
+# --------------------------------------------------------------------------- weight averaging
+
+
+class WeightAverage:
+    """Exponential moving average of a model's floating-point state (Polyak averaging).
+
+    After update ``t`` the average moves towards the weights by ``1 - d_t`` with
+    ``d_t = min(decay, (1 + t) / (10 + t))``: early on, when the weights still move fast, the
+    average follows them closely, and it settles on ``decay`` once ``t`` is large. Integer
+    entries (position ids, counters) are copied, not averaged.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float, updates: int = 0) -> None:
+        self.decay = decay
+        self.updates = updates
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        keep = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        current = model.state_dict()
+        if current.keys() != self.state.keys():
+            raise RunError("the model's parameters changed during a stage with ema_decay")
+        for name, value in current.items():
+            average = self.state[name]
+            if average.is_floating_point():
+                average.lerp_(value.detach().to(average.dtype), 1.0 - keep)
+            else:
+                average.copy_(value)
+
+    @contextlib.contextmanager
+    def applied(self, model: torch.nn.Module) -> Iterator[None]:
+        """Run the block with the averaged weights in ``model``, then put the live ones back."""
+        live = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(self.state)
+        try:
+            yield
+        finally:
+            model.load_state_dict(live)
+
+
 # --------------------------------------------------------------------------- checkpoints
 
 
@@ -212,15 +265,21 @@ def _save_checkpoint(
     step: int,
     key: str,
     rng: tuple[torch.Tensor, list[torch.Tensor]] | None = None,
+    average: WeightAverage | None = None,
 ) -> None:
     """Save a resumable checkpoint; ``rng`` is the random state at the start of ``step``."""
     from safetensors.torch import save_file, save_model
 
+    extra: dict[str, Any] = {}
     with atomic_dir(path) as tmp:
         save_model(model, str(tmp / "model.safetensors"))
         if best_state is not None:
             save_file({k: v.contiguous() for k, v in best_state.items()},
                       str(tmp / "best.safetensors"))  # fmt: skip
+        if average is not None:
+            save_file({k: v.contiguous() for k, v in average.state.items()},
+                      str(tmp / "average.safetensors"))  # fmt: skip
+            extra["average_updates"] = average.updates
         torch.save(
             {
                 "optimizer": optimizer.state_dict(),
@@ -230,7 +289,7 @@ def _save_checkpoint(
             },
             tmp / "state.pt",
         )
-        write_json(tmp / "progress.json", {"step": step, "key": key, **result.to_dict()})
+        write_json(tmp / "progress.json", {"step": step, "key": key, **extra, **result.to_dict()})
 
 
 def _rng_state() -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -243,7 +302,9 @@ def _load_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
+    average: WeightAverage | None = None,
 ) -> tuple[int, TrainResult, dict[str, torch.Tensor] | None]:
+    """Restore a checkpoint into the model, optimizer, scheduler (and ``average``)."""
     from safetensors.torch import load_file, load_model
 
     try:
@@ -260,6 +321,15 @@ def _load_checkpoint(
     if state["cuda_rng"]:
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     progress = read_json(path / "progress.json")
+    if average is not None:
+        stored = path / "average.safetensors"
+        if not stored.exists():
+            raise RunError(
+                f"checkpoint '{path}' has no weight average",
+                hint="delete the checkpoint folder to restart the stage",
+            )
+        average.state = load_file(str(stored))
+        average.updates = int(progress["average_updates"])
     result = TrainResult(
         steps=progress["steps"],
         seconds=progress["seconds"],
@@ -374,8 +444,9 @@ def train_stage(
         if accelerator.is_main_process:
             shutil.rmtree(ckpt, ignore_errors=True)
         accelerator.wait_for_everyone()
+    average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay is not None else None
     if ckpt is not None and (ckpt / "progress.json").exists():
-        start, result, best_state = _load_checkpoint(ckpt, model, optimizer, scheduler)
+        start, result, best_state = _load_checkpoint(ckpt, model, optimizer, scheduler, average)
         log.info("stage '%s': resuming at step %d of %d", ctx.stage, start, cfg.steps)
     else:
         set_seed(seed + rank)
@@ -387,6 +458,13 @@ def train_stage(
     began = time.perf_counter() - result.seconds
     step = start
     completed = start  # steps whose update is fully applied
+
+    def save(at: int, rng: tuple[torch.Tensor, list[torch.Tensor]] | None = None) -> None:
+        assert ckpt is not None
+        _save_checkpoint(
+            ckpt, model, optimizer, scheduler, result, best_state, at, checkpoint_key, rng, average
+        )
+
     updating = False
     step_rng = _rng_state()  # the random state a step starts from, to restart it identically
     try:
@@ -428,6 +506,8 @@ def train_stage(
                 transform.on_step(model, ctx)
                 for key, number in transform.progress(model, ctx).items():
                     running.setdefault(key, []).append(number)
+            if average is not None:
+                average.update(model)
             updating = False
             completed = done = step + 1
             if done % cfg.log_every == 0 or done == cfg.steps:
@@ -441,17 +521,18 @@ def train_stage(
                 and cfg.eval_every
                 and (done % cfg.eval_every == 0 or done == cfg.steps)
             ):
-                scores = validate(model)
-                score = float(scores[metric])
+                with average.applied(model) if average else contextlib.nullcontext():
+                    scores = validate(model)
+                    score = float(scores[metric])
+                    eligible = all(t.selectable(model, ctx) for t in transforms)
+                    if eligible and (result.best_score is None or score > result.best_score):
+                        result.best_score, result.best_step = score, done
+                        result.best_metrics = scores
+                        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 model.train()
-                eligible = all(t.selectable(model, ctx) for t in transforms)
                 result.validation.append(
                     {"step": float(done), metric: score, "selectable": float(eligible)}
                 )
-                if eligible and (result.best_score is None or score > result.best_score):
-                    result.best_score, result.best_step = score, done
-                    result.best_metrics = scores
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             bar.update(1)
             result.steps = done
             result.seconds = time.perf_counter() - began
@@ -461,9 +542,7 @@ def train_stage(
                 and cfg.checkpoint_every
                 and (done % cfg.checkpoint_every == 0 and done < cfg.steps)
             ):
-                _save_checkpoint(
-                    ckpt, model, optimizer, scheduler, result, best_state, done, checkpoint_key
-                )
+                save(done)
             step_rng = _rng_state()
     except KeyboardInterrupt:
         # Mid-update the state is inconsistent: keep the last regular checkpoint. Otherwise save
@@ -471,17 +550,7 @@ def train_stage(
         if ckpt is not None and main and not updating and completed > start:
             result.seconds = time.perf_counter() - began
             rng = step_rng if completed == step else None
-            _save_checkpoint(
-                ckpt,
-                model,
-                optimizer,
-                scheduler,
-                result,
-                best_state,
-                completed,
-                checkpoint_key,
-                rng,
-            )
+            save(completed, rng)
             log.warning("stage '%s' interrupted; checkpoint saved at step %d", ctx.stage, completed)
         raise
     finally:
@@ -490,5 +559,7 @@ def train_stage(
         model.load_state_dict(best_state)
         log.info("stage '%s': keeping step %d (validation %.4f)", ctx.stage, result.best_step,
                  result.best_score)  # fmt: skip
+    elif average is not None:
+        model.load_state_dict(average.state)
     model.eval()
     return result

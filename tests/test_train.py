@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any, ClassVar
+
 import pytest
 import torch
+from pydantic import Field
 
 from effkit.data import DataConfig, load_task_data
 from effkit.models import load_model
 from effkit.runner import fit
 from effkit.train import TrainConfig, _lr_lambda, batch_indices
+from effkit.transform import Transform
 
 
 def test_batches_cover_each_epoch_once_and_repeat_exactly():
@@ -57,8 +62,6 @@ def test_learning_rate_warms_up_then_follows_the_schedule(scheduler):
 
 
 def test_interrupt_during_validation_saves_the_finished_step(tmp_path):
-    import json
-
     from effkit.objectives import TaskObjective
     from effkit.train import train_stage
     from effkit.transform import StageContext
@@ -107,3 +110,100 @@ def test_bf16_on_a_cpu_runs_the_forward_pass_in_bfloat16_and_keeps_weights_in_fl
     assert seen and set(seen) == {expected}  # "auto" is full precision on a CPU
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_weight_average_follows_the_ramped_decay_and_copies_integer_entries():
+    from effkit.train import WeightAverage
+
+    model = torch.nn.Linear(2, 1, bias=False)
+    model.register_buffer("calls", torch.zeros((), dtype=torch.long))
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    average = WeightAverage(model, decay=0.9)
+    expected = torch.zeros(1, 2)
+    for t in range(1, 40):
+        with torch.no_grad():
+            model.weight.fill_(float(t))
+            model.calls.fill_(t)
+        average.update(model)
+        keep = min(0.9, (1 + t) / (10 + t))
+        expected = keep * expected + (1 - keep) * float(t)
+        assert torch.allclose(average.state["weight"], expected)
+    assert int(average.state["calls"]) == 39  # counters are copied
+    live = model.weight.detach().clone()
+    with average.applied(model):
+        assert torch.equal(model.weight.detach(), average.state["weight"])
+    assert torch.equal(model.weight.detach(), live)  # the live weights come back
+
+
+class _Recorder(Transform):
+    """Records the live weights after every optimizer step."""
+
+    recorded: ClassVar[bool] = False
+    steps: list[Any] = Field(default_factory=list)
+    stop_at: int | None = None
+
+    def on_step(self, model, ctx):
+        if ctx.step == self.stop_at:
+            raise KeyboardInterrupt  # mid-update: the stage resumes from its last checkpoint
+        self.steps.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+
+def _averaging_stage(folder, stop_at=None, rising=False):
+    from effkit.objectives import TaskObjective
+    from effkit.train import train_stage
+    from effkit.transform import StageContext
+
+    data = load_task_data(DataConfig(source="builtin:synthetic", max_length=16),
+                          "sequence-classification")  # fmt: skip
+    torch.manual_seed(0)
+    model = load_model("preset:tiny", labels=data.labels)
+    model.max_length = 16
+    ctx = StageContext(stage="s", tokenizer=model.tokenizer, data=data, max_length=16)
+    recorder = _Recorder(steps=[], stop_at=stop_at)
+    scored: list[dict[str, torch.Tensor]] = []
+
+    def validate(m):
+        scored.append({k: v.detach().clone() for k, v in m.state_dict().items()})
+        # equal scores keep the first validated step; rising ones the last
+        return {"accuracy": float(ctx.step) if rising else 0.5}
+
+    cfg = TrainConfig(steps=8, batch_size=8, lr=5e-3, eval_every=4, checkpoint_every=2,
+                      ema_decay=0.8)  # fmt: skip
+    initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    train_stage(model, TaskObjective(), [recorder], ctx, cfg, checkpoint_dir=folder,
+                validate=validate, progress=False)  # fmt: skip
+    return model, initial, recorder.steps, scored
+
+
+def test_averaged_stage_validates_keeps_and_returns_the_average(tmp_path):
+    model, initial, steps, scored = _averaging_stage(tmp_path)
+    expected = {k: v.clone() for k, v in initial.items()}
+    for t, state in enumerate(steps[:4], start=1):
+        keep = min(0.8, (1 + t) / (10 + t))
+        for k, v in state.items():
+            if v.is_floating_point():
+                expected[k] = keep * expected[k] + (1 - keep) * v
+    for k, v in model.state_dict().items():
+        assert torch.allclose(scored[0][k], expected[k], atol=1e-6), k  # validation saw it
+        assert torch.allclose(v, expected[k], atol=1e-6), k  # and the stage returns it
+    moved = [k for k, v in steps[3].items() if v.is_floating_point()
+             and not torch.allclose(v, expected[k], atol=1e-4)]  # fmt: skip
+    assert moved  # the average is not the live weights
+
+
+def test_averaged_stage_resumes_with_its_average(tmp_path):
+    reference, *_ = _averaging_stage(tmp_path / "a", rising=True)
+    with pytest.raises(KeyboardInterrupt):
+        _averaging_stage(tmp_path / "b", stop_at=7, rising=True)
+    progress = json.loads((tmp_path / "b" / "last" / "progress.json").read_text())
+    assert progress["step"] == 6 and progress["average_updates"] == 6
+    resumed, *_ = _averaging_stage(tmp_path / "b", rising=True)  # returns the step-8 average
+    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values(),
+                            strict=True):  # fmt: skip
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_ema_decay_must_lie_between_zero_and_one():
+    with pytest.raises(ValueError, match="ema_decay"):
+        TrainConfig(ema_decay=1.0)

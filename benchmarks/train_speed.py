@@ -5,10 +5,12 @@ A training step here is what a stage's step does: a forward pass under the train
 cross-entropy, backward, gradient clipping and an AdamW update. Inputs are random token ids
 and labels, since speed depends on shapes, not on data. Every configuration is timed in turn
 within each trial, so they share the machine's state; the ratio is against full precision
-(``no``) at the same N.
+(``no``) at the same N, without weight averaging. ``--ema`` adds each configuration again
+with ``train.ema_decay``'s update of the weight average after every optimizer step.
 
     python benchmarks/train_speed.py                          # N=1 and N=5, no and bf16
     python benchmarks/train_speed.py --ns 1 2 --batch-size 32 --seq-len 64 --threads 2
+    python benchmarks/train_speed.py --ns 1 2 --precisions no --batch-size 32 --ema
 
 On CPUs with bfloat16 matrix units (AMX), ``mixed_precision: bf16`` in a recipe's ``train``
 block uses them; ``auto`` keeps CPUs at full precision.
@@ -31,7 +33,7 @@ from effkit.errors import EffkitError
 from effkit.models import EffkitModel, load_model
 from effkit.objectives import task_loss
 from effkit.runner import stack
-from effkit.train import TrainConfig, accelerator_for, build_optimizer
+from effkit.train import TrainConfig, WeightAverage, accelerator_for, build_optimizer
 from effkit_mux import Multiplex
 
 PRECISIONS = ("no", "bf16", "fp16")
@@ -45,10 +47,11 @@ def build(model: str, n: int, mux: str) -> EffkitModel:
 
 
 def time_steps(model: EffkitModel, precision: str, batch: dict[str, torch.Tensor],
-               steps: int) -> float:  # fmt: skip
+               steps: int, ema: bool = False) -> float:  # fmt: skip
     """Seconds for ``steps`` optimizer steps of ``model`` under ``precision``."""
     accelerator = accelerator_for(precision)
     optimizer, _ = build_optimizer(model, [], TrainConfig(steps=steps, lr=1e-5))
+    average = WeightAverage(model, decay=0.99) if ema else None
     params = [p for group in optimizer.param_groups for p in group["params"]]
     began = time.perf_counter()
     for _ in range(steps):
@@ -59,6 +62,8 @@ def time_steps(model: EffkitModel, precision: str, batch: dict[str, torch.Tensor
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if average is not None:
+            average.update(model)
     if accelerator.device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - began
@@ -75,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=5, help="timed steps per trial")
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--ema", action="store_true",
+                        help="also time each configuration with weight averaging")  # fmt: skip
     parser.add_argument("--json", dest="json_out", default=None, help="write every figure here")
     args = parser.parse_args(argv)
     if args.threads:
@@ -95,28 +102,35 @@ def main(argv: list[str] | None = None) -> int:
         "labels": torch.randint(0, 5, (args.batch_size,)),
     }
     batch = {key: value.to(device) for key, value in batch.items()}
-    configs = [(n, p) for n in args.ns for p in args.precisions]
-    for n, precision in configs:  # warm-up: one step each
-        time_steps(models[n], precision, batch, 1)
-    seconds: dict[tuple[int, str], list[float]] = {c: [] for c in configs}
+    averaging = [False, True] if args.ema else [False]
+    configs = [(n, p, e) for n in args.ns for p in args.precisions for e in averaging]
+    for n, precision, ema in configs:  # warm-up: one step each
+        time_steps(models[n], precision, batch, 1, ema)
+    seconds: dict[tuple[int, str, bool], list[float]] = {c: [] for c in configs}
     for _ in range(args.trials):
-        for n, precision in configs:
-            seconds[(n, precision)].append(time_steps(models[n], precision, batch, args.steps))
+        for n, precision, ema in configs:
+            seconds[(n, precision, ema)].append(
+                time_steps(models[n], precision, batch, args.steps, ema)
+            )
     rates = {c: args.batch_size * args.steps / statistics.median(s) for c, s in seconds.items()}
 
     print(f"{args.model}, mux={args.mux}; training steps of {args.batch_size} inputs x "
           f"{args.seq_len} tokens, {torch.get_num_threads()} threads, median of {args.trials} "
           f"trials x {args.steps} steps, torch {torch.__version__}")  # fmt: skip
     print()
-    print("| N | mixed_precision | s per step | inputs/s | vs `no` at the same N |")
-    print("|---|---|---|---|---|")
+    print("| N | mixed_precision | weight averaging | s per step | inputs/s "
+          "| vs `no` at the same N |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
     rows: list[dict[str, Any]] = []
-    for n, precision in configs:
-        ratio = rates[(n, precision)] / rates[(n, "no")]
-        step_s = args.batch_size / rates[(n, precision)]
-        print(f"| {n} | {precision} | {step_s:.3f} | {rates[(n, precision)]:.1f} | {ratio:.2f}x |")
-        rows.append({"n": n, "mixed_precision": precision, "inputs_per_s": rates[(n, precision)],
-                     "trial_seconds": seconds[(n, precision)], "ratio": ratio})  # fmt: skip
+    for config in configs:
+        n, precision, ema = config
+        ratio = rates[config] / rates[(n, "no", False)]
+        step_s = args.batch_size / rates[config]
+        print(f"| {n} | {precision} | {'yes' if ema else 'no'} | {step_s:.3f} | "
+              f"{rates[config]:.1f} | {ratio:.2f}x |")  # fmt: skip
+        rows.append({"n": n, "mixed_precision": precision, "ema": ema,
+                     "inputs_per_s": rates[config], "trial_seconds": seconds[config],
+                     "ratio": ratio})  # fmt: skip
     if args.json_out:
         data = {"settings": vars(args), "environment": environment(device), "rows": rows}
         with open(args.json_out, "w", encoding="utf-8") as handle:

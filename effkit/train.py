@@ -222,9 +222,9 @@ class WeightAverage:
     entries (position ids, counters) are copied, not averaged.
     """
 
-    def __init__(self, model: torch.nn.Module, decay: float, updates: int = 0) -> None:
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
         self.decay = decay
-        self.updates = updates
+        self.updates = 0
         self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     @torch.no_grad()
@@ -233,7 +233,12 @@ class WeightAverage:
         keep = min(self.decay, (1 + self.updates) / (10 + self.updates))
         current = model.state_dict()
         if current.keys() != self.state.keys():
-            raise RunError("the model's parameters changed during a stage with ema_decay")
+            changed = sorted(current.keys() ^ self.state.keys())
+            raise RunError(
+                f"the model's parameters changed during a stage with ema_decay: "
+                f"{', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}",
+                hint="weight averaging needs the same parameters throughout the stage",
+            )
         for name, value in current.items():
             average = self.state[name]
             if average.is_floating_point():

@@ -125,3 +125,18 @@ def test_train_speed_times_each_precision_at_each_n(tmp_path, capsys):
     assert [r["ratio"] for r in rows][::2] == [1.0, 1.0]
     assert "| 2 | bf16 |" in capsys.readouterr().out
     assert speed.main(["--model", "preset:tiny", "--ns", "0"]) == 2
+
+
+def test_train_speed_times_weight_averaging_beside_each_configuration(tmp_path):
+    speed = script("train_speed")
+    out = tmp_path / "speed.json"
+    argv = ["--model", "preset:tiny", "--ns", "1", "--batch-size", "4", "--seq-len", "8",
+            "--steps", "1", "--trials", "1", "--precisions", "no", "--ema",
+            "--json", str(out)]  # fmt: skip
+    assert speed.main(argv) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["n"], r["mixed_precision"], r["ema"]) for r in rows] == [
+        (1, "no", False),
+        (1, "no", True),
+    ]
+    assert rows[0]["ratio"] == 1.0 and rows[1]["inputs_per_s"] > 0

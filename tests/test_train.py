@@ -204,6 +204,17 @@ def test_averaged_stage_resumes_with_its_average(tmp_path):
         assert torch.allclose(a, b, atol=1e-6), name
 
 
+def test_weight_average_names_parameters_that_appear_during_the_stage():
+    from effkit.errors import RunError
+    from effkit.train import WeightAverage
+
+    model = torch.nn.Linear(2, 1)
+    average = WeightAverage(model, decay=0.9)
+    model.register_buffer("extra", torch.zeros(1))
+    with pytest.raises(RunError, match="extra"):
+        average.update(model)
+
+
 def test_ema_decay_must_lie_between_zero_and_one():
     with pytest.raises(ValueError, match="ema_decay"):
         TrainConfig(ema_decay=1.0)

@@ -1,0 +1,35 @@
+"""Model folders saved by earlier versions of effkit load into the same model today.
+
+``tests/fixtures/saved/v1`` holds tiny models written in format version 1 by
+``tests/fixtures/make_saved_models.py``: plain, layer-dropped, multiplexed (sequence and token
+tasks), one-shot pruned, CoFi-pruned (alone and under multiplexing) and int8. Each folder keeps
+the inputs it was run on and the logits it gave; loading must reproduce them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from effkit import load
+
+SAVED = Path(__file__).parent / "fixtures" / "saved"
+FOLDERS = sorted(p for p in SAVED.glob("v*/*") if p.is_dir())
+
+
+def test_every_format_version_has_fixtures():
+    assert {p.parent.name for p in FOLDERS} >= {"v1"}
+    assert len(FOLDERS) >= 8
+
+
+@pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: f"{p.parent.name}-{p.name}")
+def test_a_saved_folder_gives_the_logits_it_was_saved_with(folder: Path):
+    expected = load_file(str(folder / "expected.safetensors"))
+    model = load(folder)
+    inputs = {k: v for k, v in expected.items() if k != "logits"}
+    with torch.inference_mode():
+        logits = model(**inputs).logits.float()
+    torch.testing.assert_close(logits, expected["logits"], atol=1e-5, rtol=0)

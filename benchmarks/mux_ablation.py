@@ -31,10 +31,10 @@ from typing import Any
 import yaml
 
 from effkit.errors import EffkitError
-from effkit.evaluate import primary_metric
 from effkit.recipe import Recipe, parse_recipe, read_recipe_text
 from effkit.runner import run
 from effkit.storage import write_json, write_text
+from effkit.task import primary_metric
 
 MUX = "stages.prime.transforms.multiplex"
 MUXES = ("gaussian", "contextual", "binary", "orthogonal")

@@ -18,9 +18,10 @@ from effkit.errors import (
     RecipeError,
     RunError,
 )
-from effkit.models import EffkitModel, ModelConfig, Task, load, load_model, save
+from effkit.models import EffkitModel, ModelConfig, load, load_model, save
 from effkit.objectives import Objective
 from effkit.registry import register
+from effkit.task import Task
 from effkit.transform import StageContext, Transform
 
 __all__ = [

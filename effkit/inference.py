@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
-from effkit import evaluate
+from effkit import metrics
 
 if TYPE_CHECKING:
     from effkit.models import EffkitModel
@@ -59,7 +59,7 @@ def score(
 ) -> dict[str, float]:
     """Task metrics of ``logits`` against the labels stored in ``features``."""
     labels = model.task.labels or []
-    if model.task.type == "token-classification":
+    if model.task.is_token_task:
         pred_tags, gold_tags = [], []
         for feat, lg in zip(features, logits, strict=True):
             gold = torch.tensor(feat["labels"])
@@ -67,10 +67,10 @@ def score(
             pred_ids = lg.argmax(-1)[keep].tolist()
             pred_tags.append([labels[i] for i in pred_ids])
             gold_tags.append([labels[i] for i in gold[keep].tolist()])
-        return evaluate.token_metrics(pred_tags, gold_tags)
+        return metrics.token_metrics(pred_tags, gold_tags)
     preds = [int(lg.argmax(-1)) for lg in logits]
     gold_ids = [int(feat["labels"]) for feat in features]  # type: ignore[call-overload]
-    return evaluate.classification_metrics(preds, gold_ids, num_labels=len(labels))
+    return metrics.classification_metrics(preds, gold_ids, num_labels=len(labels))
 
 
 def evaluate_examples(
@@ -109,7 +109,7 @@ def predict_texts(
     logits = batched_logits(model, features, batch_size=batch_size, progress=progress)
     results: list[dict[str, Any]] = []
     for text, feat, lg in zip(texts, features, logits, strict=True):
-        if model.task.type == "token-classification":
+        if model.task.is_token_task:
             words = text.split()
             tags = ["O"] * len(words)
             for pos, word in enumerate(feat["word_ids"]):

@@ -25,7 +25,7 @@ import copy
 import importlib.util
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -34,14 +34,13 @@ from torch import nn
 from effkit import registry
 from effkit.errors import ModelError, did_you_mean
 from effkit.storage import atomic_dir, read_json, write_json
+from effkit.task import SEQUENCE, TOKEN, Task, check_task_type
 from effkit.transform import StageContext, Transform
 
 log = logging.getLogger(__name__)
 
 FORMAT = "effkit-model"
 FORMAT_VERSION = 1
-TaskType = Literal["sequence-classification", "token-classification"]
-TASK_TYPES: tuple[str, ...] = ("sequence-classification", "token-classification")
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128,
@@ -86,27 +85,10 @@ class ModelConfig(BaseModel):
         return value
 
 
-class Task(BaseModel):
-    """The task a model is trained for: its type and its label names."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    type: TaskType = Field("sequence-classification", description="The kind of prediction.")
-    labels: list[str] | None = Field(
-        None, description="Label names in class-id order; read from the data when omitted."
-    )
-
-    @property
-    def num_labels(self) -> int:
-        if not self.labels:
-            raise ModelError("the task's labels are not known yet")
-        return len(self.labels)
-
-
 def _hf_auto_class(task: str) -> Any:
     import transformers
 
-    if task == "token-classification":
+    if task == TOKEN:
         return transformers.AutoModelForTokenClassification
     return transformers.AutoModelForSequenceClassification
 
@@ -265,7 +247,7 @@ def is_effkit_dir(path: str | Path) -> bool:
 def load_model(
     source: str | ModelConfig,
     *,
-    task: str = "sequence-classification",
+    task: str = SEQUENCE,
     labels: list[str] | None = None,
     num_labels: int | None = None,
 ) -> EffkitModel:
@@ -275,8 +257,7 @@ def load_model(
     neither is given, and gets a fresh head when they differ.
     """
     cfg = source if isinstance(source, ModelConfig) else ModelConfig(source=source)
-    if task not in TASK_TYPES:
-        raise ModelError(f"unknown task '{task}'", hint=did_you_mean(task, TASK_TYPES))
+    check_task_type(task)
     if labels is None and num_labels is not None:
         labels = [str(i) for i in range(num_labels)]
 

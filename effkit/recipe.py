@@ -31,8 +31,9 @@ from effkit import registry
 from effkit.bench import BenchConfig
 from effkit.data import DataConfig
 from effkit.errors import PluginError, RecipeError, did_you_mean
-from effkit.models import ModelConfig, Task
+from effkit.models import ModelConfig
 from effkit.objectives import Objective
+from effkit.task import Task
 from effkit.train import TrainConfig
 from effkit.transform import Transform
 

@@ -29,12 +29,13 @@ from typing import Any, Protocol
 from effkit import registry
 from effkit.data import TaskData, load_task_data
 from effkit.errors import DataError, RunError
-from effkit.evaluate import mean_std, primary_metric
 from effkit.inference import evaluate_examples
+from effkit.metrics import mean_std
 from effkit.models import EffkitModel, is_effkit_dir, load, load_model, save
 from effkit.objectives import Objective
 from effkit.recipe import Recipe, StageConfig, load_recipe
 from effkit.storage import copy_tree, read_json, stable_hash, write_json, write_text
+from effkit.task import primary_metric
 from effkit.train import TrainConfig, TrainResult, accelerator_for, set_seed, train_stage
 from effkit.transform import StageContext, Transform
 

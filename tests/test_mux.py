@@ -204,7 +204,7 @@ def test_other_bert_family_encoders_multiplex(family, mix_after, demux):
     import transformers
 
     from effkit import EffkitModel
-    from effkit.models import Task
+    from effkit.task import Task
 
     torch.manual_seed(0)
     sizes = {"vocab_size": 6000, "hidden_size": 64, "num_hidden_layers": 2,

@@ -47,6 +47,7 @@ from effkit.recipe import (
     read_yaml,
     validation_error,
 )
+from effkit.task import metric_names, primary_metric
 
 Scalar = bool | int | float | str
 Overrides = dict[str, Any]
@@ -483,24 +484,8 @@ def is_search_spec(path: str | Path) -> bool:
 # --------------------------------------------------------------------------- semantic checks
 
 
-def known_metrics(task: str, num_labels: int) -> list[str]:
-    """The validation metrics a task reports (computed, so they follow effkit.evaluate)."""
-    from effkit import evaluate
-
-    if task == "token-classification":
-        scores = evaluate.token_metrics([["B-x", "O"]], [["B-x", "O"]])
-    elif task == "regression":
-        scores = evaluate.regression_metrics([0.0, 1.0, 2.0], [0.0, 1.0, 3.0])
-    else:
-        labels = max(num_labels, 2)
-        scores = evaluate.classification_metrics([0, 1], [0, 1], num_labels=labels)
-    return sorted(name for name in scores if "/" not in name)
-
-
 def objective_metric(spec: SearchSpec, recipe: Recipe) -> str:
     """The validation metric the search maximises."""
-    from effkit.evaluate import primary_metric
-
     return spec.objectives.metric or primary_metric(recipe.task.type)
 
 
@@ -513,7 +498,7 @@ def target_metric(spec: SearchSpec, recipe: Recipe) -> str | None:
 
 def _check_metrics(spec: SearchSpec, recipe: Recipe) -> None:
     labels = len(recipe.task.labels or []) or 5
-    known = known_metrics(recipe.task.type, labels)
+    known = metric_names(recipe.task.type, labels)
     checks: list[tuple[str | None, Loc]] = [(spec.objectives.metric, ("objectives", "metric"))]
     if spec.target is not None:
         checks.append((spec.target.metric, ("target",)))

@@ -1,4 +1,4 @@
-"""Task metrics: GLUE-convention classification and regression scores, entity-level F1 for tags.
+"""Metrics: GLUE-convention classification and correlation scores, entity-level F1 for tags.
 
 Every function checks its input (same lengths, not empty, one-dimensional) and raises
 ``ValueError`` with a message that names the function and the problem. Results are plain Python
@@ -34,7 +34,6 @@ __all__ = [
     "matthews",
     "mean_std",
     "pearson",
-    "primary_metric",
     "regression_metrics",
     "spearman",
     "token_metrics",
@@ -43,12 +42,6 @@ __all__ = [
 Labels = Sequence[int] | npt.NDArray[Any]
 Values = Sequence[float] | npt.NDArray[Any]
 Span = tuple[str, int, int]
-
-PRIMARY_METRICS: dict[str, str] = {
-    "sequence-classification": "accuracy",
-    "token-classification": "entity_f1",
-    "regression": "combined",
-}
 
 _CHUNK_PREFIXES = frozenset("BIES")
 _UNTYPED = "_"
@@ -401,15 +394,6 @@ def token_metrics(
 
 
 # --------------------------------------------------------------------------- reporting
-
-
-def primary_metric(task: str) -> str:
-    """The metric key that ranks models for ``task`` (the key in that task's metrics dict)."""
-    try:
-        return PRIMARY_METRICS[task]
-    except KeyError:
-        known = ", ".join(sorted(PRIMARY_METRICS))
-        raise ValueError(f"primary_metric: unknown task {task!r} (known: {known})") from None
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

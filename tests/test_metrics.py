@@ -1,4 +1,4 @@
-"""Tests for effkit.evaluate: hand-worked values, reference values, edge cases and properties."""
+"""Tests for effkit.metrics: hand-worked values, reference values, edge cases and properties."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from effkit.evaluate import (
+from effkit.metrics import (
     accuracy,
     bio_spans,
     classification_metrics,
@@ -20,7 +20,6 @@ from effkit.evaluate import (
     matthews,
     mean_std,
     pearson,
-    primary_metric,
     regression_metrics,
     spearman,
     token_metrics,
@@ -310,17 +309,6 @@ def test_token_metrics() -> None:
 # --------------------------------------------------------------------------- reporting
 
 
-def test_primary_metric() -> None:
-    assert primary_metric("sequence-classification") == "accuracy"
-    assert primary_metric("token-classification") == "entity_f1"
-    assert primary_metric("regression") == "combined"
-    assert primary_metric("sequence-classification") in classification_metrics([0], [0], 2)
-    assert primary_metric("token-classification") in token_metrics([["O"]], [["O"]])
-    assert primary_metric("regression") in regression_metrics([1.0, 2.0], [1.0, 2.0])
-    with pytest.raises(ValueError, match="unknown task 'ner'"):
-        primary_metric("ner")
-
-
 def test_mean_std() -> None:
     # Mean 2.5; squared deviations 2.25 + 0.25 + 0.25 + 2.25 = 5, over n - 1 = 3.
     mean, std = mean_std([1.0, 2.0, 3.0, 4.0])
@@ -438,3 +426,23 @@ def test_correlations_bounded_symmetric_and_rank_invariant(
     # Scaling by a power of two is exact and keeps every rank; negation reverses them.
     assert spearman([4.0 * v for v in x], y) == pytest.approx(rho, abs=1e-9)
     assert spearman([-v for v in x], y) == pytest.approx(-rho, abs=1e-9)
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+def test_each_task_type_ranks_by_a_metric_its_scores_report() -> None:
+    from effkit.task import TASK_TYPES, metric_names, primary_metric
+
+    for task in TASK_TYPES:
+        assert primary_metric(task) in metric_names(task, num_labels=3)
+    assert primary_metric("sequence-classification") == "accuracy"
+    assert primary_metric("token-classification") == "entity_f1"
+
+
+def test_an_unknown_task_type_names_the_closest() -> None:
+    from effkit.errors import ModelError
+    from effkit.task import primary_metric
+
+    with pytest.raises(ModelError, match="did you mean 'token-classification'"):
+        primary_metric("token-clasification")

@@ -49,7 +49,7 @@ class Task(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    type: TaskType = Field(SEQUENCE, description="The kind of prediction.")
+    type: TaskType = Field("sequence-classification", description="The kind of prediction.")
     labels: list[str] | None = Field(
         None, description="Label names in class-id order; read from the data when omitted."
     )

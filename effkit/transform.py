@@ -33,6 +33,10 @@ if TYPE_CHECKING:
     from effkit.data import TaskData
     from effkit.models import EffkitModel
 
+SPARSITY = "sparsity"
+"""Key of :meth:`Transform.describe` for the share of encoder parameters a pruning transform
+removed (a float in [0, 1]); the search reports the last one a run's stages recorded."""
+
 
 @dataclass
 class StageContext:

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from common import header, protocol, protocol_arguments
 
-from effkit.bench import _low_id_for, benchmark, make_inputs, measure
+from effkit.bench import benchmark, low_id_for, make_inputs, measure
 from effkit.models import EffkitModel, load, load_model
 from effkit.runner import stack
 from effkit_quant import Quantize
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     data = result.to_dict()
     inputs = make_inputs(cfg.batch_size, cfg.seq_len, base.vocab_size, device=torch.device("cpu"),
                          type_vocab_size=base.type_vocab_size,
-                         low_id=_low_id_for(base.vocab_size))  # fmt: skip
+                         low_id=low_id_for(base.vocab_size))  # fmt: skip
     for name in models:
         if name.endswith(" int8"):
             facts[name].update(drift(models[name.replace(" int8", " fp32")], models[name], inputs))

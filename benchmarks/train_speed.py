@@ -28,12 +28,13 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
+from effkit.averaging import WeightAverage
 from effkit.bench import environment
 from effkit.errors import EffkitError
 from effkit.models import EffkitModel, load_model
 from effkit.objectives import task_loss
 from effkit.runner import stack
-from effkit.train import TrainConfig, WeightAverage, accelerator_for, build_optimizer
+from effkit.train import TrainConfig, accelerator_for, build_optimizer
 from effkit_mux import Multiplex
 
 PRECISIONS = ("no", "bf16", "fp16")

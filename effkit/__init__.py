@@ -10,6 +10,9 @@ The Python API mirrors the recipe format::
     front = search("recipes/pareto_search.yaml", trials=12).front  # throughput vs accuracy
 """
 
+import importlib
+from typing import TYPE_CHECKING
+
 from effkit.errors import (
     DataError,
     EffkitError,
@@ -19,15 +22,26 @@ from effkit.errors import (
     RunError,
 )
 from effkit.models import EffkitModel, ModelConfig, load, load_model, save
-from effkit.objectives import Objective
+from effkit.objectives import Objective, TaskObjective
 from effkit.registry import register
 from effkit.task import Task
-from effkit.transform import StageContext, Transform
+from effkit.transform import (
+    SPARSITY,
+    ExportGraph,
+    FollowsHiddenPruning,
+    StageContext,
+    StageRef,
+    Transform,
+)
 
 __all__ = [
+    "SPARSITY",
+    "Collator",
     "DataError",
     "EffkitError",
     "EffkitModel",
+    "ExportGraph",
+    "FollowsHiddenPruning",
     "ModelConfig",
     "ModelError",
     "Objective",
@@ -35,13 +49,18 @@ __all__ = [
     "RecipeError",
     "RunError",
     "StageContext",
+    "StageRef",
     "Task",
+    "TaskObjective",
     "Transform",
+    "encode",
+    "encode_texts",
     "fit",
     "load",
     "load_model",
     "load_recipe",
     "predict",
+    "read_text_file",
     "register",
     "run",
     "save",
@@ -50,18 +69,30 @@ __all__ = [
 ]
 
 
+# The recipe runner pulls in accelerate and datasets, and the data layer the tokenizers: import
+# them on first use only (a plugin's import of effkit stays cheap).
+_LAZY = {
+    "run": "effkit.runner",
+    "fit": "effkit.stage",
+    "stack": "effkit.stage",
+    "predict": "effkit.runner",
+    "search": "effkit.pareto",
+    "load_recipe": "effkit.recipe",
+    "Collator": "effkit.data",
+    "encode": "effkit.data",
+    "encode_texts": "effkit.data",
+    "read_text_file": "effkit.data",
+}
+
+if TYPE_CHECKING:
+    from effkit.data import Collator, encode, encode_texts, read_text_file
+    from effkit.pareto import search
+    from effkit.recipe import load_recipe
+    from effkit.runner import predict, run
+    from effkit.stage import fit, stack
+
+
 def __getattr__(name: str) -> object:
-    # The recipe runner pulls in accelerate and datasets; import it on first use only.
-    if name in ("run", "fit", "stack", "predict"):
-        from effkit import runner
-
-        return getattr(runner, name)
-    if name == "search":
-        from effkit.pareto import search
-
-        return search
-    if name == "load_recipe":
-        from effkit.recipe import load_recipe
-
-        return load_recipe
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'effkit' has no attribute {name!r}")

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from effkit.console import console, out, setup_logging, switches
 from effkit.errors import EffkitError, did_you_mean
 from effkit.pareto.command import search as search_command
 
@@ -25,9 +24,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
-out = Console()
-_state = {"debug": False, "quiet": False}
 
 SetOption = Annotated[
     list[str] | None,
@@ -40,30 +36,9 @@ def _main(
     debug: Annotated[bool, typer.Option(help="Show tracebacks of errors.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
 ) -> None:
-    _state["debug"] = debug
-    _state["quiet"] = quiet
-    _setup_logging(logging.WARNING if quiet else logging.INFO)
-
-
-def _setup_logging(level: int) -> None:
-    from rich.logging import RichHandler
-
-    logging.basicConfig(
-        level=level,
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
-        force=True,
-    )
-    for noisy in ("httpx", "urllib3", "filelock", "datasets", "accelerate", "matplotlib"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        import transformers
-
-        transformers.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        pass
+    switches.debug = debug
+    switches.quiet = quiet
+    setup_logging(logging.WARNING if quiet else logging.INFO)
 
 
 def _metrics_table(metrics: dict[str, dict[str, float]], title: str) -> Table:
@@ -112,7 +87,7 @@ def apply(
 
     spec = load_recipe(recipe, set_ or [])
     result = Runner(
-        spec, run_dir, cache=not no_cache, benchmark=not no_bench, progress=not _state["quiet"]
+        spec, run_dir, cache=not no_cache, benchmark=not no_bench, progress=not switches.quiet
     ).run()
     if result.metrics:
         out.print(_metrics_table(result.metrics, f"{spec.name}: task metrics"))
@@ -143,7 +118,7 @@ def schema(
 ) -> None:
     """Print the recipe schema, installed plugins included: JSON schema or a Markdown reference."""
     from effkit.errors import RecipeError
-    from effkit.recipe import json_schema, reference_markdown
+    from effkit.schema import json_schema, reference_markdown
     from effkit.storage import write_text
 
     if format_ not in ("json", "markdown"):
@@ -205,7 +180,7 @@ def bench(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write figures here.")] = None,
 ) -> None:
     """Measure a model's throughput (and a baseline's, interleaved in the same process)."""
-    from effkit.bench import BenchConfig, benchmark, peak_memory_mb, resolve_device
+    from effkit.bench import BenchConfig, compare, resolve_device
     from effkit.models import load
     from effkit.storage import write_json
 
@@ -218,20 +193,8 @@ def bench(
     if baseline is not None:
         folders["baseline"] = baseline
     models = {name: load(path, device=dev) for name, path in folders.items()}
-    result = benchmark(
-        models,
-        cfg,
-        vocab_size=models["model"].vocab_size,
-        baseline="baseline" if baseline is not None else None,
-        type_vocab_size=models["model"].type_vocab_size,
-    )
-    if memory:
-        for name, path in folders.items():
-            result.timings[name].peak_memory_mb = peak_memory_mb(
-                path, batch_size=batch_size, seq_len=seq_len, device=str(dev)
-            )
-    data = result.to_dict()
-    data["num_parameters"] = {n: m.num_parameters() for n, m in models.items()}
+    data = compare(models, cfg, baseline="baseline" if baseline is not None else None,
+                   folders=folders)  # fmt: skip
     out.print(_bench_table(data))
     if json_out is not None:
         write_json(json_out, data)
@@ -279,7 +242,9 @@ def eval_(
     model.max_length = cfg.max_length
     task_data = load_task_data(cfg, model.task.type, model.task.labels)
     metrics = {
-        s: evaluate_examples(model, task_data.splits[s], batch_size=batch_size, progress=s)
+        s: evaluate_examples(
+            model, task_data.splits[s], batch_size=batch_size, bar=None if switches.quiet else s
+        )
         for s in splits
     }
     out.print(_metrics_table(metrics, f"{model_dir}"))
@@ -354,7 +319,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=False)
     except EffkitError as exc:
-        if _state["debug"]:
+        if switches.debug:
             raise
         from rich.markup import escape
 

@@ -23,11 +23,12 @@ def batched_logits(
     features: list[dict[str, list[int]]],
     *,
     batch_size: int = 64,
-    progress: bool | str = False,
+    bar: str | None = None,
 ) -> list[torch.Tensor]:
     """Logits of every feature, in order, on the CPU: ``[C]`` per sequence, ``[L, C]`` per token.
 
     Inputs are sorted by length so that padding is small, and put back in order afterwards.
+    ``bar`` labels a progress bar (None: no bar).
     """
     from effkit.data import Collator
 
@@ -40,10 +41,9 @@ def batched_logits(
     out: list[torch.Tensor | None] = [None] * len(features)
     was_training = model.training
     model.eval()
-    desc = progress if isinstance(progress, str) else "predict"
     starts = range(0, len(order), batch_size)
     with torch.inference_mode():
-        for start in tqdm(starts, desc=desc, disable=not progress, leave=False, unit="batch"):
+        for start in tqdm(starts, desc=bar, disable=bar is None, leave=False, unit="batch"):
             idx = order[start : start + batch_size]
             batch = collate([features[i] for i in idx])
             logits = model(**_model_inputs(batch, device)).logits.float().cpu()
@@ -78,13 +78,13 @@ def evaluate_examples(
     examples: list[dict[str, Any]],
     *,
     batch_size: int = 64,
-    progress: bool | str = False,
+    bar: str | None = None,
 ) -> dict[str, float]:
     """Encode labelled examples, run the model, return the task's metrics."""
     from effkit.data import encode
 
     features = encode(examples, model.tokenizer, model.task.type, model.max_length)
-    logits = batched_logits(model, features, batch_size=batch_size, progress=progress)
+    logits = batched_logits(model, features, batch_size=batch_size, bar=bar)
     return score(model, features, logits)
 
 
@@ -94,7 +94,7 @@ def predict_texts(
     *,
     pairs: list[str] | None = None,
     batch_size: int = 32,
-    progress: bool | str = False,
+    bar: str | None = None,
 ) -> list[dict[str, Any]]:
     """One prediction per text, in input order.
 
@@ -106,7 +106,7 @@ def predict_texts(
 
     labels = model.task.labels or []
     features = encode_texts(texts, model.tokenizer, model.task.type, model.max_length, pairs=pairs)
-    logits = batched_logits(model, features, batch_size=batch_size, progress=progress)
+    logits = batched_logits(model, features, batch_size=batch_size, bar=bar)
     results: list[dict[str, Any]] = []
     for text, feat, lg in zip(texts, features, logits, strict=True):
         if model.task.is_token_task:

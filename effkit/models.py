@@ -36,6 +36,7 @@ from effkit.errors import ModelError, did_you_mean
 from effkit.storage import atomic_dir, read_json, write_json
 from effkit.task import SEQUENCE, TOKEN, Task, check_task_type
 from effkit.transform import StageContext, Transform
+from effkit.versions import effkit_version
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +177,32 @@ class EffkitModel(nn.Module):
             raise ModelError(f"{type(self.hf).__name__} has no encoder.layer list")
         return layers
 
+    def set_encoder_layers(self, layers: list[nn.Module]) -> None:
+        """Make ``layers`` the encoder's layers, in order (fewer, reordered or new ones).
+
+        The live config's ``num_hidden_layers`` follows, and so does every ``layer_idx`` inside
+        the layers (transformers' attention modules use it to find their cache slot), so a
+        structural transform needs nothing else to keep the encoder consistent.
+        """
+        kept = nn.ModuleList(layers)
+        for index, layer in enumerate(kept):
+            for module in layer.modules():
+                if isinstance(getattr(module, "layer_idx", None), int):
+                    setattr(module, "layer_idx", index)  # noqa: B010 (a module attribute)
+        self.base.encoder.layer = kept
+        self.hf.config.num_hidden_layers = len(kept)
+
+    @property
+    def embedding_width(self) -> int:
+        """Width of the embeddings' output, read from the modules (pruning may change it)."""
+        return int(self.base.embeddings.word_embeddings.weight.shape[1])
+
+    @property
+    def hidden_width(self) -> int:
+        """Width of the encoder's states (ELECTRA may project the embeddings up to it)."""
+        project = getattr(self.base, "embeddings_project", None)
+        return int(project.out_features) if project is not None else self.embedding_width
+
     @property
     def vocab_size(self) -> int:
         return int(self.hf.config.vocab_size)
@@ -223,12 +250,11 @@ def _load_tokenizer(ref: str | Path, revision: str | None = None) -> Any:
         ) from exc
 
 
-def _set_dropout(config: Any, dropout: float | None) -> None:
+def _dropout_overrides(dropout: float | None) -> dict[str, Any]:
+    """Config fields that set a BERT-family encoder's hidden and attention dropout."""
     if dropout is None:
-        return
-    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-        if hasattr(config, key):
-            setattr(config, key, dropout)
+        return {}
+    return {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
 
 
 def _label_maps(labels: list[str]) -> dict[str, Any]:
@@ -251,10 +277,12 @@ def load_model(
     labels: list[str] | None = None,
     num_labels: int | None = None,
 ) -> EffkitModel:
-    """Load a model from a source (see the module docstring) with a head for ``task``.
+    """A *starting* model for a task, from any source (see the module docstring).
 
-    Give ``labels`` (names) or ``num_labels``; a saved effkit model keeps its own labels when
-    neither is given, and gets a fresh head when they differ.
+    This is how a recipe's ``model.source`` is read: a builtin, a preset, a transformers folder
+    or hub id, or an effkit folder, with a task head for ``task``. Give ``labels`` (names) or
+    ``num_labels``; a saved effkit model keeps its own labels when neither is given, and gets a
+    fresh head when they differ. To get back exactly a model effkit saved, use :func:`load`.
     """
     cfg = source if isinstance(source, ModelConfig) else ModelConfig(source=source)
     check_task_type(task)
@@ -276,27 +304,21 @@ def load_model(
 
         preset = cfg.source.split(":", 1)[1]
         tokenizer = _load_tokenizer(cfg.tokenizer or minilm_path())
-        config = BertConfig(vocab_size=len(tokenizer), **PRESETS[preset], **_label_maps(labels))
-        _set_dropout(config, cfg.dropout)
+        config = BertConfig(vocab_size=len(tokenizer), **PRESETS[preset], **_label_maps(labels),
+                            **_dropout_overrides(cfg.dropout))  # fmt: skip
         return EffkitModel(auto.from_config(config), tokenizer, spec, cfg.source)
 
     ref: str | Path = minilm_path() if cfg.source == "builtin:minilm-l6" else cfg.source
     if not str(ref).startswith("builtin:") and Path(ref).exists() and not Path(ref).is_dir():
         raise ModelError(f"model source '{ref}' is a file; expected a folder or a hub id")
     tokenizer = _load_tokenizer(cfg.tokenizer or ref, cfg.revision)
-    overrides: dict[str, Any] = {}
-    if cfg.dropout is not None:
-        overrides = {
-            "hidden_dropout_prob": cfg.dropout,
-            "attention_probs_dropout_prob": cfg.dropout,
-        }
     try:
         hf = auto.from_pretrained(
             str(ref),
             revision=cfg.revision,
             trust_remote_code=False,
             **_label_maps(labels),
-            **overrides,
+            **_dropout_overrides(cfg.dropout),
         )
     except OSError as exc:
         raise ModelError(
@@ -319,7 +341,7 @@ def _new_head(model: EffkitModel, task: Task) -> EffkitModel:
     hf = _hf_auto_class(task.type).from_config(config)
     new = EffkitModel(hf, model.tokenizer, task, model.source)
     new.max_length = model.max_length
-    ctx = StageContext(stage="load", tokenizer=model.tokenizer, rebuilding=True)
+    ctx = StageContext(stage="load", tokenizer=model.tokenizer, rebuilding=True, resolve_model=load)
     for transform in model.transforms:
         new = transform.rebuild(new, ctx)
         new.transforms.append(transform)
@@ -348,7 +370,7 @@ def save(model: EffkitModel, path: str | Path) -> Path:
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "effkit_version": _version(),
+        "effkit_version": effkit_version(),
         "source": model.source,
         "task": model.task.model_dump(),
         "hf_class": type(model.hf).__name__,
@@ -368,17 +390,11 @@ def save(model: EffkitModel, path: str | Path) -> Path:
     return path
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("effkit")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 def load(path: str | Path, *, device: str | torch.device = "cpu") -> EffkitModel:
-    """Load a folder written by :func:`save` into exactly the model that was saved."""
+    """Exactly the model :func:`save` wrote to ``path``: its transforms, shapes and weights.
+
+    Only effkit folders; :func:`load_model` reads any source as a starting model for a task.
+    """
     from safetensors.torch import load_model as load_weights
     from transformers import AutoConfig
 
@@ -403,7 +419,7 @@ def load(path: str | Path, *, device: str | torch.device = "cpu") -> EffkitModel
     tokenizer = _load_tokenizer(path) if (path / "tokenizer_config.json").exists() else None
     model = EffkitModel(hf, tokenizer, task, meta.get("source", str(path)))
     model.max_length = int(meta.get("max_length", model.max_length))
-    ctx = StageContext(stage="load", tokenizer=tokenizer, rebuilding=True)
+    ctx = StageContext(stage="load", tokenizer=tokenizer, rebuilding=True, resolve_model=load)
     for entry in meta.get("transforms", []):
         cls = registry.get(registry.TRANSFORMS, entry["name"], where=str(path / "effkit.json"))
         transform = cls.model_validate(entry["config"])

@@ -8,7 +8,6 @@ right, so that a wrong recipe costs one second rather than an hour.
 
 from __future__ import annotations
 
-import json
 import re
 import typing
 from pathlib import Path
@@ -253,7 +252,7 @@ def _line_map(text: str) -> dict[Loc, int]:
     return lines
 
 
-def _format_loc(loc: Loc, data: Any) -> str:
+def format_loc(loc: Loc, data: Any) -> str:
     """``stages[finetune].train.steps`` from a numeric pydantic location."""
     parts: list[str] = []
     node = data
@@ -381,7 +380,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[Loc, str
 # --------------------------------------------------------------------------- loading
 
 
-def _where(source: str, lines: dict[Loc, int], origins: dict[Loc, str], loc: Loc) -> str:
+def source_location(source: str, lines: dict[Loc, int], origins: dict[Loc, str], loc: Loc) -> str:
     for cut in range(len(loc), -1, -1):
         if loc[:cut] in origins:
             return origins[loc[:cut]]
@@ -424,9 +423,9 @@ def validation_error(
             if err["type"] == "extra_forbidden" and _exists(data, loc[:-1]):
                 break
             loc = loc[:-1]
-        where = _where(source, lines, origins, loc)
+        where = source_location(source, lines, origins, loc)
         first_where = first_where or where
-        line = f"{where}: {_format_loc(loc, data)}: {msg}"
+        line = f"{where}: {format_loc(loc, data)}: {msg}"
         messages.append(line + (f" ({hint})" if hint else ""))
     if len(messages) == 1:
         return RecipeError(messages[0])
@@ -491,95 +490,3 @@ def read_recipe_text(path: str | Path) -> str:
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read, override and validate a recipe file."""
     return parse_recipe(read_recipe_text(path), source=str(path), overrides=overrides)
-
-
-def json_schema() -> dict[str, Any]:
-    """JSON schema of recipes, with every installed transform's and objective's fields."""
-    schema = Recipe.model_json_schema()
-    defs = schema.setdefault("$defs", {})
-
-    def plugin_union(group: str) -> list[dict[str, Any]]:
-        options = []
-        for name in registry.names(group):
-            try:
-                cls = registry.get(group, name)
-            except PluginError:
-                continue
-            sub = cls.model_json_schema()
-            defs.update(sub.pop("$defs", {}))
-            sub.setdefault("properties", {})
-            sub["properties"] = {"name": {"const": name}, **sub["properties"]}
-            sub["required"] = ["name", *sub.get("required", [])]
-            sub["title"] = name
-            options.append(sub)
-        return options
-
-    stage = defs["StageConfig"]["properties"]
-    stage["transforms"]["items"] = {"oneOf": plugin_union(registry.TRANSFORMS)}
-    objectives = plugin_union(registry.OBJECTIVES)
-    stage["objective"] = {
-        "description": stage["objective"].get("description", ""),
-        "default": "task",
-        "anyOf": [{"enum": registry.names(registry.OBJECTIVES)}, *objectives],
-    }
-    return schema
-
-
-def _type_name(annotation: Any) -> str:
-    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
-    text = text or str(annotation)
-    for noise in ("typing.", "effkit.recipe.", "effkit.models.", "effkit.data.", "effkit.train.",
-                  "effkit.bench.", "NoneType"):  # fmt: skip
-        text = text.replace(noise, "None" if noise == "NoneType" else "")
-    return text.replace("|", "\\|")
-
-
-def _fields_table(model: type[BaseModel]) -> list[str]:
-    rows = ["| field | type | default | meaning |", "|---|---|---|---|"]
-    for name, info in model.model_fields.items():
-        if info.is_required():
-            default = "required"
-        else:
-            value = info.get_default(call_default_factory=True)
-            default = "(section)" if isinstance(value, BaseModel) else f"`{json.dumps(value)}`"
-        description = (info.description or "").replace("|", "\\|")
-        name = info.alias or name
-        rows.append(f"| `{name}` | {_type_name(info.annotation)} | {default} | {description} |")
-    return rows
-
-
-def reference_markdown() -> str:
-    """The recipe reference (docs/recipes.md), generated from the schema and installed plugins."""
-    sections: list[tuple[str, str, type[BaseModel]]] = [
-        ("Top level", "", Recipe),
-        ("`model`", "", ModelConfig),
-        ("`task`", "", Task),
-        ("`data`", "", DataConfig),
-        ("`stages[]`", "Stages run in order; `--set stages.NAME.field=value` addresses one.",
-         StageConfig),
-        ("`stages[].train`", "", TrainConfig),
-        ("`evaluate`", "", EvalConfig),
-        ("`benchmark`", "", BenchConfig),
-    ]  # fmt: skip
-    lines = [
-        "# Recipe reference",
-        "",
-        "Generated from the schema by `effkit schema --format markdown`; every section forbids",
-        "unknown fields. `effkit schema` prints the same as JSON schema for editors.",
-        "",
-    ]
-    for title, note, model in sections:
-        doc = (model.__doc__ or "").strip().splitlines()[0]
-        lines += [f"## {title}", "", doc + (" " + note if note else ""), ""]
-        lines += [*_fields_table(model), ""]
-    for group, title in ((registry.TRANSFORMS, "Transforms"), (registry.OBJECTIVES, "Objectives")):
-        lines += [f"## {title}", "", f"Installed plugins of the `{group}` entry-point group.", ""]
-        for name in registry.names(group):
-            cls = registry.get(group, name)
-            summary = (cls.__doc__ or "").strip().splitlines()
-            lines += [f"### `{name}`", "", summary[0] if summary else "", ""]
-            if cls.model_fields:
-                lines += [*_fields_table(cls), ""]
-            else:
-                lines += ["No fields.", ""]
-    return "\n".join(lines).rstrip() + "\n"

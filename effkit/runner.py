@@ -26,18 +26,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
-from effkit import registry
 from effkit.data import TaskData, load_task_data
 from effkit.errors import DataError, RunError
 from effkit.inference import evaluate_examples
 from effkit.metrics import mean_std
 from effkit.models import EffkitModel, is_effkit_dir, load, load_model, save
-from effkit.objectives import Objective
 from effkit.recipe import Recipe, StageConfig, load_recipe
+from effkit.stage import fit, stack
 from effkit.storage import copy_tree, read_json, stable_hash, write_json, write_text
-from effkit.task import primary_metric
-from effkit.train import TrainConfig, TrainResult, accelerator_for, set_seed, train_stage
-from effkit.transform import StageContext, Transform
+from effkit.train import accelerator_for, set_seed
+from effkit.transform import stage_refs
+from effkit.versions import effkit_version
+
+__all__ = ["RunResult", "Runner", "cache_root", "fit", "predict", "run", "stack"]
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +65,6 @@ def cache_root() -> Path:
     return Path(os.environ.get("EFFKIT_CACHE", Path.home() / ".cache" / "effkit"))
 
 
-def _version() -> str:
-    from effkit.models import _version as effkit_version
-
-    return effkit_version()
-
-
 @dataclass
 class RunResult:
     """What a recipe run produced; ``run_dir`` holds it all on disk."""
@@ -89,28 +84,6 @@ class RunResult:
 # --------------------------------------------------------------------------- stages
 
 
-def _strings(*values: Any) -> set[str]:
-    """Every string inside nested lists and dicts (the values a stage's plugins were given)."""
-    found: set[str] = set()
-    stack = list(values)
-    while stack:
-        value = stack.pop()
-        if isinstance(value, str):
-            found.add(value)
-        elif isinstance(value, dict):
-            stack.extend(value.values())
-        elif isinstance(value, list):
-            stack.extend(value)
-    return found
-
-
-def _validator(data: TaskData, batch_size: int) -> Any:
-    def validate(model: EffkitModel) -> dict[str, float]:
-        return evaluate_examples(model, data.splits["validation"], batch_size=batch_size)
-
-    return validate
-
-
 def _aggregate(runs: list[dict[str, float]]) -> dict[str, float]:
     """One run's metrics as they are; several runs' as means with a ``_std`` beside each."""
     if len(runs) == 1:
@@ -120,94 +93,6 @@ def _aggregate(runs: list[dict[str, float]]) -> dict[str, float]:
         mean, std = mean_std([run[name] for run in runs])
         out[name], out[f"{name}_std"] = mean, std
     return out
-
-
-def fit(
-    model: EffkitModel,
-    *,
-    data: TaskData | None = None,
-    transforms: list[Transform] | None = None,
-    objective: Objective | str = "task",
-    train: TrainConfig | None = None,
-    stage: str = "fit",
-    seed: int = 0,
-    work_dir: Path | None = None,
-    resolve_model: Any = None,
-    key: str = "",
-    progress: bool = True,
-) -> tuple[EffkitModel, dict[str, Any]]:
-    """One stage in code: apply ``transforms``, train with ``objective``, finalize.
-
-    Returns the final model and a record (training history, what each transform did,
-    validation metrics when the objective trains on the task). With a ``work_dir`` the stage
-    checkpoints there and resumes from a checkpoint made under the same ``key``.
-    """
-    cfg = train or TrainConfig()
-    if isinstance(objective, str):
-        objective = registry.get(registry.OBJECTIVES, objective)()
-    assert isinstance(objective, Objective)
-    transforms = list(transforms or [])
-    ctx = StageContext(
-        stage=stage,
-        tokenizer=model.tokenizer,
-        data=data,
-        seed=cfg.seed if cfg.seed is not None else seed,
-        max_length=model.max_length,
-        work_dir=work_dir,
-        resolve_model=resolve_model,
-    )
-    set_seed(ctx.seed)
-    for transform in transforms:
-        model = transform.apply(model, ctx)
-    model = objective.prepare(model, ctx)
-    has_validation = data is not None and bool(data.splits.get("validation"))
-    validate = None
-    if objective.selects_on_validation and has_validation and cfg.eval_every:
-        assert data is not None
-        validate = _validator(data, 64)
-    result: TrainResult = train_stage(
-        model,
-        objective,
-        transforms,
-        ctx,
-        cfg,
-        checkpoint_dir=work_dir / "checkpoints" if work_dir is not None else None,
-        checkpoint_key=key,
-        validate=validate,
-        metric=primary_metric(model.task.type),
-        progress=progress,
-    )
-    model = objective.cleanup(model, ctx)
-    for transform in transforms:
-        model = transform.finalize(model, ctx)
-        if transform.recorded:
-            model.transforms.append(transform)
-    record: dict[str, Any] = {
-        "train": result.to_dict(),
-        "transforms": [{"name": t.registered_name(), **t.describe()} for t in transforms],
-        "objective": objective.name,
-    }
-    if result.best_metrics is not None:
-        record["validation"] = result.best_metrics  # the kept weights' scores
-    elif objective.selects_on_validation and has_validation and cfg.steps:
-        assert data is not None
-        record["validation"] = evaluate_examples(
-            model, data.splits["validation"], progress=f"{stage}: validation" if progress else False
-        )
-    model.eval()
-    return model, record
-
-
-def stack(model: EffkitModel, transforms: list[Transform], *, finalize: bool = True) -> EffkitModel:
-    """Apply transforms to a model in code, without training (and finalize them)."""
-    ctx = StageContext(stage="api", tokenizer=model.tokenizer, max_length=model.max_length)
-    for transform in transforms:
-        model = transform.apply(model, ctx)
-        if finalize:
-            model = transform.finalize(model, ctx)
-            if transform.recorded:
-                model.transforms.append(transform)
-    return model
 
 
 # --------------------------------------------------------------------------- the run
@@ -292,7 +177,7 @@ class Runner:
         assert self.data is not None or not self.recipe.stages
         previous = stable_hash(
             {
-                "effkit": _version(),
+                "effkit": effkit_version(),
                 "model": self.recipe.model.model_dump(mode="json"),
                 "task": self.recipe.task.model_dump(mode="json"),
                 "data": self.recipe.data.model_dump(mode="json") if self.recipe.data else None,
@@ -313,8 +198,9 @@ class Runner:
             # a plugin's defaults count too: a changed default changes what the stage computes
             dumped.update(stage.resolved_plugins())
             hashed: dict[str, Any] = {"previous": keys[start], "stage": dumped}
-            # an earlier stage named in a field (a teacher) off this stage's own line
-            named = sorted(_strings(dumped["transforms"], dumped["objective"]) & set(ancestry))
+            # an earlier stage a plugin names in a StageRef field (a teacher)
+            plugins = [*stage.build_transforms(), stage.build_objective()]
+            named = sorted({ref for p in plugins for ref in stage_refs(p)} & set(ancestry))
             outside = [name for name in named if name != start and name not in ancestry[start]]
             if outside:
                 hashed["uses"] = {name: keys[name] for name in outside}
@@ -362,7 +248,7 @@ class Runner:
             {
                 "format_version": MANIFEST_VERSION,
                 "recipe": self.recipe.name,
-                "effkit_version": _version(),
+                "effkit_version": effkit_version(),
                 "stage_order": [s.name for s in self.recipe.stages],
             }
         )
@@ -520,7 +406,7 @@ class Runner:
                     model,
                     examples,
                     batch_size=cfg.batch_size,
-                    progress=f"evaluate {split}" if self.progress else False,
+                    bar=f"evaluate {split}" if self.progress else None,
                 )
             model.inference_seed = None
             metrics[split] = _aggregate(list(runs.values()))
@@ -532,7 +418,7 @@ class Runner:
         return metrics
 
     def _benchmark(self, model: EffkitModel, key: str) -> dict[str, Any]:
-        from effkit.bench import benchmark, peak_memory_mb, resolve_device
+        from effkit.bench import compare, resolve_device
 
         cfg = self.recipe.benchmark
         path = self.run_dir / "bench.json"
@@ -558,22 +444,11 @@ class Runner:
             if cfg.memory:
                 dirs["baseline"] = self.run_dir / "baseline-model"
                 save(baseline, dirs["baseline"])
-        result = benchmark(
-            models,
-            cfg,
-            vocab_size=model.vocab_size,
-            baseline=baseline_name,
-            type_vocab_size=model.type_vocab_size,
-            progress=self.progress,
-        )
-        if cfg.memory:
-            for name, folder in dirs.items():
-                result.timings[name].peak_memory_mb = peak_memory_mb(
-                    folder, batch_size=cfg.batch_size, seq_len=cfg.seq_len, device=str(device)
-                )
+        data = {
+            "settings_key": settings_key,
+            **compare(models, cfg, baseline=baseline_name, folders=dirs, progress=self.progress),
+        }
         model.to("cpu")
-        data = {"settings_key": settings_key, **result.to_dict()}
-        data["num_parameters"] = {n: m.num_parameters() for n, m in models.items()}
         write_json(path, data)
         return data
 

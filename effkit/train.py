@@ -27,8 +27,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm.auto import tqdm
 
-from effkit.errors import DataError, RecipeError, RunError
-from effkit.storage import atomic_dir, read_json, write_json
+from effkit import checkpoints
+from effkit.averaging import WeightAverage
+from effkit.errors import DataError, RecipeError
+from effkit.storage import read_json
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -98,6 +100,20 @@ class TrainResult:
     best_score: float | None = None
     best_metrics: dict[str, float] | None = None
     resumed_from: int | None = None
+
+    @classmethod
+    def from_progress(cls, progress: dict[str, Any]) -> TrainResult:
+        """The result so far, from a checkpoint's progress record."""
+        return cls(
+            steps=progress["steps"],
+            seconds=progress["seconds"],
+            history=progress["history"],
+            validation=progress["validation"],
+            best_step=progress["best_step"],
+            best_score=progress["best_score"],
+            best_metrics=progress.get("best_metrics"),
+            resumed_from=progress["step"],
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -210,147 +226,6 @@ def build_optimizer(
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
 
 
-# --------------------------------------------------------------------------- weight averaging
-
-
-class WeightAverage:
-    """Exponential moving average of a model's floating-point state (Polyak averaging).
-
-    After update ``t`` the average moves towards the weights by ``1 - d_t`` with
-    ``d_t = min(decay, (1 + t) / (10 + t))``: early on, when the weights still move fast, the
-    average follows them closely, and it settles on ``decay`` once ``t`` is large. Integer
-    entries (position ids, counters) are copied, not averaged.
-    """
-
-    def __init__(self, model: torch.nn.Module, decay: float) -> None:
-        self.decay = decay
-        self.updates = 0
-        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
-        self.updates += 1
-        keep = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        current = model.state_dict()
-        if current.keys() != self.state.keys():
-            changed = sorted(current.keys() ^ self.state.keys())
-            raise RunError(
-                f"the model's parameters changed during a stage with ema_decay: "
-                f"{', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}",
-                hint="weight averaging needs the same parameters throughout the stage",
-            )
-        for name, value in current.items():
-            average = self.state[name]
-            if average.is_floating_point():
-                average.lerp_(value.detach().to(average.dtype), 1.0 - keep)
-            else:
-                average.copy_(value)
-
-    @contextlib.contextmanager
-    def applied(self, model: torch.nn.Module) -> Iterator[None]:
-        """Run the block with the averaged weights in ``model``, then put the live ones back."""
-        live = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        model.load_state_dict(self.state)
-        try:
-            yield
-        finally:
-            model.load_state_dict(live)
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-
-def _save_checkpoint(
-    path: Path,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    result: TrainResult,
-    best_state: dict[str, torch.Tensor] | None,
-    step: int,
-    key: str,
-    rng: tuple[torch.Tensor, list[torch.Tensor]] | None = None,
-    average: WeightAverage | None = None,
-) -> None:
-    """Save a resumable checkpoint; ``rng`` is the random state at the start of ``step``."""
-    from safetensors.torch import save_file, save_model
-
-    extra: dict[str, Any] = {}
-    with atomic_dir(path) as tmp:
-        save_model(model, str(tmp / "model.safetensors"))
-        if best_state is not None:
-            save_file({k: v.contiguous() for k, v in best_state.items()},
-                      str(tmp / "best.safetensors"))  # fmt: skip
-        if average is not None:
-            save_file({k: v.contiguous() for k, v in average.state.items()},
-                      str(tmp / "average.safetensors"))  # fmt: skip
-            extra["average_updates"] = average.updates
-        torch.save(
-            {
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "torch_rng": (rng or _rng_state())[0],
-                "cuda_rng": (rng or _rng_state())[1],
-            },
-            tmp / "state.pt",
-        )
-        write_json(tmp / "progress.json", {"step": step, "key": key, **extra, **result.to_dict()})
-
-
-def _rng_state() -> tuple[torch.Tensor, list[torch.Tensor]]:
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
-    return torch.get_rng_state(), list(cuda)
-
-
-def _load_checkpoint(
-    path: Path,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    average: WeightAverage | None = None,
-) -> tuple[int, TrainResult, dict[str, torch.Tensor] | None]:
-    """Restore a checkpoint into the model, optimizer, scheduler (and ``average``)."""
-    from safetensors.torch import load_file, load_model
-
-    try:
-        load_model(model, str(path / "model.safetensors"), strict=True)
-        state = torch.load(path / "state.pt", weights_only=True)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-    except (RuntimeError, OSError, KeyError, ValueError) as exc:
-        raise RunError(
-            f"checkpoint '{path}' does not fit this stage: {exc}",
-            hint="delete the checkpoint folder to restart the stage",
-        ) from exc
-    torch.set_rng_state(state["torch_rng"])
-    if state["cuda_rng"]:
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    progress = read_json(path / "progress.json")
-    if average is not None:
-        stored = path / "average.safetensors"
-        if not stored.exists():
-            raise RunError(
-                f"checkpoint '{path}' has no weight average",
-                hint="delete the checkpoint folder to restart the stage",
-            )
-        average.state = load_file(str(stored))
-        average.updates = int(progress["average_updates"])
-    result = TrainResult(
-        steps=progress["steps"],
-        seconds=progress["seconds"],
-        history=progress["history"],
-        validation=progress["validation"],
-        best_step=progress["best_step"],
-        best_score=progress["best_score"],
-        best_metrics=progress.get("best_metrics"),
-        resumed_from=progress["step"],
-    )
-    best = (
-        load_file(str(path / "best.safetensors")) if (path / "best.safetensors").exists() else None
-    )
-    return int(progress["step"]), result, best
-
-
 # --------------------------------------------------------------------------- the loop
 
 
@@ -451,7 +326,8 @@ def train_stage(
         accelerator.wait_for_everyone()
     average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay is not None else None
     if ckpt is not None and (ckpt / "progress.json").exists():
-        start, result, best_state = _load_checkpoint(ckpt, model, optimizer, scheduler, average)
+        saved, best_state = checkpoints.load(ckpt, model, optimizer, scheduler, average)
+        start, result = int(saved["step"]), TrainResult.from_progress(saved)
         log.info("stage '%s': resuming at step %d of %d", ctx.stage, start, cfg.steps)
     else:
         set_seed(seed + rank)
@@ -466,12 +342,21 @@ def train_stage(
 
     def save(at: int, rng: tuple[torch.Tensor, list[torch.Tensor]] | None = None) -> None:
         assert ckpt is not None
-        _save_checkpoint(
-            ckpt, model, optimizer, scheduler, result, best_state, at, checkpoint_key, rng, average
+        checkpoints.save(
+            ckpt,
+            model,
+            optimizer,
+            scheduler,
+            result.to_dict(),
+            best_state,
+            at,
+            checkpoint_key,
+            rng,
+            average,
         )
 
     updating = False
-    step_rng = _rng_state()  # the random state a step starts from, to restart it identically
+    step_rng = checkpoints.rng_state()  # the random state a step starts from, to restart it
     try:
         for step in range(start, cfg.steps):
             ctx.step = step
@@ -509,7 +394,7 @@ def train_stage(
             ctx.step = step + 1
             for transform in transforms:
                 transform.on_step(model, ctx)
-                for key, number in transform.progress(model, ctx).items():
+                for key, number in transform.step_figures(model, ctx).items():
                     running.setdefault(key, []).append(number)
             if average is not None:
                 average.update(model)
@@ -548,7 +433,7 @@ def train_stage(
                 and (done % cfg.checkpoint_every == 0 and done < cfg.steps)
             ):
                 save(done)
-            step_rng = _rng_state()
+            step_rng = checkpoints.rng_state()
     except KeyboardInterrupt:
         # Mid-update the state is inconsistent: keep the last regular checkpoint. Otherwise save
         # the completed steps; a step stopped before its update restarts with its own RNG state.

@@ -2,21 +2,43 @@
 
 A transform changes a model. Its fields are its configuration, validated with ``extra="forbid"``
 so that a typo in a recipe is an error, not a silently ignored option. Its methods are the
-lifecycle the runner calls, named after the events they answer:
+lifecycle the core calls, named after the events they answer, in the order they come:
 
-========================  =====================================================================
-``apply(model, ctx)``     structural change when a stage starts (wrap, insert masks, drop layers)
-``parameter_groups``      extra optimizer groups (their own learning rate, ``maximize=True``...)
-``loss_terms``            extra loss terms added to the objective's loss at every step
-``on_step``               a callback after every optimizer step (warm-ups, schedules)
-``finalize(model, ctx)``  make the change permanent when the stage ends (remove what masks dropped)
-``describe()``            what it did, for the report
-``state()``               JSON-ready facts needed to rebuild the finalized structure on load
-``rebuild(model, ctx)``   recreate the finalized structure (no training data) before weights load
-========================  =====================================================================
+================================  ============================================================
+hook                              when the core calls it, and what for
+================================  ============================================================
+``apply(model, ctx)``             a stage starts (in recipe order; again when a stage resumes):
+                                  structural change (wrap, insert masks, drop layers)
+``parameter_groups(model)``       once, as the optimizer is built: extra optimizer groups
+``loss_terms(model, batch, ..)``  every micro-batch: extra loss terms added to the objective's
+``on_step(model, ctx)``           after every optimizer step: warm-ups, schedules, projections
+``step_figures(model, ctx)``      after every optimizer step: figures to log, not in the loss
+``selectable(model, ctx)``        at every validation: may this state be kept as the best?
+``finalize(model, ctx)``          the stage ends: make the change permanent
+``describe()``                    after ``finalize``: what it did, for the stage record
+``state()``                       the model is saved: JSON-ready facts ``rebuild`` needs
+``load_state(state)``             a saved model loads: take ``state()`` back, before ``rebuild``
+``rebuild(model, ctx)``           a saved model loads: recreate the structure before the weights
+``export_graph(model, graph)``    the model is exported: supply, wrap or refuse its graph
+================================  ============================================================
 
 Every hook has a default that does nothing, so a transform implements only what it needs. A
 third-party transform is a subclass registered under the ``effkit.transforms`` entry-point group.
+
+Besides the hooks, these are the capabilities a plugin may rely on or provide:
+
+- ``Transform.recorded`` (class variable): whether a finalized model remembers the transform;
+- ``EffkitModel.adapter``: a module that takes over the model's forward pass (multiplexing);
+  the transform that installs one supplies the model's export graph;
+- :class:`StageContext`: what a hook may read while a stage runs, including
+  ``ctx.live_layers``, set by a transform that masks whole encoder layers during training;
+- :class:`FollowsHiddenPruning`: a module with hidden-width tensors of its own follows a
+  transform that removes hidden dimensions;
+- :data:`StageRef`: the type of a field that names an earlier stage (a teacher);
+- :data:`SPARSITY`: the ``describe()`` key for the share of encoder parameters removed;
+- :class:`ExportGraph`: what ``export_graph`` receives and returns;
+- ``EffkitModel.set_encoder_layers``: the way a transform replaces the list of encoder layers,
+  keeping the config's layer count and each attention's layer index right.
 """
 
 from __future__ import annotations
@@ -24,14 +46,60 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    ClassVar,
+    Protocol,
+    get_args,
+    get_origin,
+    runtime_checkable,
+)
 
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from effkit.errors import ModelError
+
 if TYPE_CHECKING:
     from effkit.data import TaskData
     from effkit.models import EffkitModel
+
+
+class StageReference:
+    """The marker of :data:`StageRef` fields (see there)."""
+
+    def __repr__(self) -> str:
+        return "StageRef"
+
+
+StageRef = Annotated[str, StageReference()]
+"""The type of a plugin field that names an earlier stage of the recipe (or a saved model
+folder), such as a distillation teacher. The runner finds these fields by their type: a stage
+that names another one this way runs after it and is keyed by its output. A plain ``str`` field
+whose value happens to equal a stage name is only a string."""
+
+
+def _refers(annotation: Any) -> bool:
+    """Whether ``annotation`` is :data:`StageRef`, alone or inside ``X | None`` / ``list[X]``."""
+    if get_origin(annotation) is Annotated:
+        return any(isinstance(m, StageReference) for m in get_args(annotation)[1:])
+    return any(_refers(arg) for arg in get_args(annotation))
+
+
+def stage_refs(config: BaseModel) -> list[str]:
+    """The values of every :data:`StageRef` field of a transform's or objective's config."""
+    found: list[str] = []
+    for name, info in type(config).model_fields.items():
+        if not (_refers(info.annotation) or any(isinstance(m, StageReference)
+                                                 for m in info.metadata)):  # fmt: skip
+            continue
+        value = getattr(config, name)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        found += [v for v in values if isinstance(v, str)]
+    return found
+
 
 SPARSITY = "sparsity"
 """Key of :meth:`Transform.describe` for the share of encoder parameters a pruning transform
@@ -55,19 +123,24 @@ class StageContext:
     work_dir: Path | None = None
     """A folder the stage owns (checkpoints live here); None outside a run."""
     resolve_model: Callable[[str], EffkitModel] | None = None
-    """Loads an earlier stage's model by stage name, or a saved model folder (teachers)."""
+    """Loads an earlier stage's model by stage name, or a saved model folder (teachers). Every
+    context the core makes has one (outside a run: :func:`effkit.load` for folders)."""
     rebuilding: bool = False
     """True while :func:`effkit.models.load` re-creates a saved structure."""
+    live_layers: Callable[[], list[bool] | None] | None = None
+    """Set by a transform that masks whole encoder layers while the stage trains: for the last
+    forward pass, whether each layer's attention block was kept (None: no layer masks). Layer
+    distillation matches teacher layers to live student layers only."""
     extras: dict[str, Any] = field(default_factory=dict)
     """Per-stage scratch space shared between transforms and the objective."""
 
     def load_model(self, ref: str) -> EffkitModel:
         """Load an earlier stage's model or a model folder; an error when nothing can."""
-        if self.resolve_model is not None:
-            return self.resolve_model(ref)
-        from effkit.models import load
-
-        return load(ref)
+        if self.resolve_model is None:
+            raise ModelError(
+                f"stage '{self.stage}' cannot load '{ref}': it runs without a model resolver"
+            )
+        return self.resolve_model(ref)
 
 
 class Transform(BaseModel):
@@ -103,7 +176,7 @@ class Transform(BaseModel):
     def on_step(self, model: EffkitModel, ctx: StageContext) -> None:
         """Called after every optimizer step; ``ctx.step`` is the number of steps done."""
 
-    def progress(self, model: EffkitModel, ctx: StageContext) -> dict[str, float]:
+    def step_figures(self, model: EffkitModel, ctx: StageContext) -> dict[str, float]:
         """Figures to log in the training history after every step (not part of the loss)."""
         return {}
 
@@ -137,6 +210,16 @@ class Transform(BaseModel):
         """
         return self.finalize(self.apply(model, ctx), ctx)
 
+    def export_graph(self, model: EffkitModel, graph: ExportGraph) -> ExportGraph:
+        """The graph an export traces for a finalized model this transform is part of.
+
+        Called for each transform in the model's history, in order, starting from the plain
+        forward pass. Return ``graph`` (the default), a wrapped or replaced graph (a transform
+        that takes over the forward pass supplies its own), or raise :class:`ModelError` saying
+        why the result cannot be exported and what to do instead.
+        """
+        return graph
+
     @classmethod
     def registered_name(cls) -> str:
         """The name this class is registered under (looked up once, then remembered)."""
@@ -152,3 +235,51 @@ class Transform(BaseModel):
             "name": self.registered_name(),
             **self.model_dump(mode="json", exclude_defaults=True),
         }
+
+
+@runtime_checkable
+class FollowsHiddenPruning(Protocol):
+    """A module that keeps hidden-width tensors of its own (a multiplexer's keys, say).
+
+    A transform that removes hidden dimensions of the encoder calls ``prune_hidden`` on every
+    such module in the model (the outermost ones), so that it keeps the same dimensions and the
+    model computes what it computed with the removed dimensions masked to zero.
+    """
+
+    def prune_hidden(self, kept: torch.Tensor) -> None:
+        """Keep only the hidden dimensions ``kept`` (sorted indices)."""
+
+
+@dataclass
+class ExportGraph:
+    """What an export traces: a module with tensors in and logits out, and its input layout.
+
+    :meth:`Transform.export_graph` receives and returns one of these; see
+    :mod:`effkit.export.graph` for how export uses it.
+    """
+
+    module: torch.nn.Module
+    """Called with ``input_ids, attention_mask`` (and ``token_type_ids`` when the encoder has
+    segment embeddings) in the graph's layout; returns the logits in the same layout."""
+    group_size: int | None = None
+    """None: inputs ``[batch, seq]`` and logits ``[batch, ...]``. N: the graph runs N inputs per
+    row, inputs ``[groups, N, seq]`` and logits ``[groups, N, ...]``, one row per input."""
+
+    def fold(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A ``[batch, ...]`` tensor in the graph's layout (``batch`` a multiple of the group)."""
+        if self.group_size is None:
+            return tensor
+        return tensor.reshape(-1, self.group_size, *tensor.shape[1:])
+
+    def unfold(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A tensor in the graph's layout as the ``[batch, ...]`` batch it holds."""
+        if self.group_size is None:
+            return tensor
+        return tensor.reshape(-1, *tensor.shape[2:])
+
+    def dynamic_shapes(self, inputs: int) -> tuple[dict[int, Any], ...]:
+        """torch.export's dynamic axes for each of ``inputs`` inputs: rows and tokens."""
+        rows = torch.export.Dim("batch" if self.group_size is None else "groups")
+        seq = torch.export.Dim("seq")
+        axes = {0: rows, 1: seq} if self.group_size is None else {0: rows, 2: seq}
+        return tuple(dict(axes) for _ in range(inputs))

@@ -64,7 +64,7 @@ class Probe(Transform):
     def on_step(self, model, ctx: StageContext) -> None:
         self._events.append(f"step{ctx.step}")
 
-    def progress(self, model, ctx: StageContext) -> dict[str, float]:
+    def step_figures(self, model, ctx: StageContext) -> dict[str, float]:
         return {"probe_scale": float(model.probe_scale.detach())}
 
     def finalize(self, model, ctx: StageContext):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from effkit.recipe import reference_markdown
+from effkit.schema import reference_markdown
 
 ROOT = Path(__file__).parents[1]
 

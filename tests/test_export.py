@@ -74,7 +74,7 @@ def test_plain_model_exports_with_dynamic_axes_and_matches_pytorch(tmp_path):
 def test_multiplexed_model_takes_n_inputs_and_returns_n_outputs(tmp_path, mix_after):
     model = tiny(Multiplex(n=2, mux="gaussian", demux="rsa", mix_after=mix_after))
     report = export_onnx(model, tmp_path / "mux.onnx", batch_size=6, seq_len=10)
-    assert report["multiplexed"] == 2
+    assert report["group_size"] == 2
     assert report["inputs"]["input_ids"] == ["groups", 2, "seq"]
     assert report["outputs"] == {"logits": ["groups", 2, 3]}
     assert report["check"]["ok"] and report["check"]["shapes"] == [[3, 2, 10], [1, 2, 6]]

@@ -36,7 +36,7 @@ def test_every_hook_runs_in_order(probe, synthetic):
     assert events[-1] == "finalize"
     # the extra loss term is logged, and its own parameter group moved the parameter towards 2
     assert all("probe" in row for row in record["train"]["history"])
-    assert all("probe_scale" in row for row in record["train"]["history"])  # progress()
+    assert all("probe_scale" in row for row in record["train"]["history"])  # step_figures()
     assert record["transforms"][0]["scale"] > 1.0
     assert not hasattr(model, "probe_scale")
     assert model.transforms == [transform]

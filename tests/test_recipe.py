@@ -8,7 +8,8 @@ import textwrap
 import pytest
 
 from effkit.errors import RecipeError
-from effkit.recipe import json_schema, load_recipe, parse_recipe
+from effkit.recipe import load_recipe, parse_recipe
+from effkit.schema import json_schema
 
 GOOD = textwrap.dedent(
     """\
@@ -148,7 +149,8 @@ def test_schema_lists_installed_transforms_and_forbids_extra_fields():
 def test_every_shipped_recipe_validates():
     from pathlib import Path
 
-    from effkit.pareto.spec import check, is_search_spec, load_spec
+    from effkit.pareto.base import check
+    from effkit.pareto.spec import is_search_spec, load_spec
 
     recipes = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
     assert recipes, "the recipes/ folder ships recipes"

@@ -8,7 +8,9 @@ import textwrap
 
 import pytest
 import torch
+from pydantic import Field
 
+from effkit import StageRef, Transform, registry
 from effkit.errors import DataError, RunError
 from effkit.models import load
 from effkit.recipe import load_recipe, parse_recipe
@@ -258,3 +260,62 @@ def test_from_must_name_an_earlier_stage(start, message):
 
     with pytest.raises(RecipeError, match=message):
         recipe(TEACHER_BESIDE, [f"stages.student.from={start}"])
+
+
+class Tagged(Transform):
+    """A transform with a plain string field (which may equal a stage name by chance)."""
+
+    tag: str = ""
+
+
+class Refers(Transform):
+    """A transform that names an earlier stage through a typed reference."""
+
+    source: StageRef | None = None
+    also: list[StageRef] = Field(default_factory=list)
+
+
+THREE_STAGES = TWO_STAGES.replace(
+    "benchmark:",
+    "  - name: third\n    start: first\n    transforms: [TRANSFORM]\n"
+    "    train: {steps: 2, batch_size: 8}\nbenchmark:",
+)
+
+
+@pytest.fixture
+def reference_plugins():
+    registry.register(registry.TRANSFORMS, "tagged", Tagged)
+    registry.register(registry.TRANSFORMS, "refers", Refers)
+    yield
+    registry.unregister(registry.TRANSFORMS, "tagged")
+    registry.unregister(registry.TRANSFORMS, "refers")
+
+
+@pytest.mark.parametrize(
+    ("transform", "needs"),
+    [
+        ("{name: tagged, tag: second}", {"first"}),
+        ("{name: refers}", {"first"}),
+        ("{name: refers, source: second}", {"first", "second"}),
+        ("{name: refers, also: [second]}", {"first", "second"}),
+    ],
+)
+def test_only_stage_ref_fields_make_a_stage_depend_on_another(
+    reference_plugins, tmp_path, transform, needs
+):
+    runner = runner_with_data(recipe(THREE_STAGES.replace("TRANSFORM", transform)), tmp_path)
+    keys = runner._stage_keys()
+    assert runner.needs["third"] == needs
+    # a stage outside the line of the third one changes its key only when it is referenced
+    plain = runner_with_data(recipe(THREE_STAGES.replace("TRANSFORM", "{name: tagged}")), tmp_path)
+    other = runner_with_data(
+        recipe(THREE_STAGES.replace("TRANSFORM", "{name: tagged}"),
+               ["stages.second.train.steps=9"]), tmp_path
+    )  # fmt: skip
+    assert plain._stage_keys()["third"] == other._stage_keys()["third"]
+    if "second" in needs:
+        changed = runner_with_data(
+            recipe(THREE_STAGES.replace("TRANSFORM", transform), ["stages.second.train.steps=9"]),
+            tmp_path,
+        )
+        assert changed._stage_keys()["third"] != keys["third"]

@@ -33,3 +33,17 @@ def test_a_saved_folder_gives_the_logits_it_was_saved_with(folder: Path):
     with torch.inference_mode():
         logits = model(**inputs).logits.float()
     torch.testing.assert_close(logits, expected["logits"], atol=1e-5, rtol=0)
+
+
+def test_a_folder_from_a_newer_format_is_refused_with_one_message(tmp_path: Path):
+    import json
+    import shutil
+
+    from effkit import ModelError
+
+    folder = shutil.copytree(SAVED / "v1" / "plain", tmp_path / "newer")
+    meta = json.loads((folder / "effkit.json").read_text())
+    meta["format_version"] = 99
+    (folder / "effkit.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="format effkit-model v99; this effkit reads"):
+        load(folder)

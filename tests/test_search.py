@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from effkit.errors import RecipeError
-from effkit.pareto.spec import check, load_spec, trial_overrides
+from effkit.pareto.base import check
+from effkit.pareto.spec import load_spec, trial_overrides
 from effkit.recipe import load_recipe, parse_recipe
 
 ROOT = Path(__file__).parents[1]
@@ -108,7 +109,7 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int, int]]:
 
 
 def _storage(url: str):
-    from effkit.pareto.study import make_storage
+    from effkit.pareto.storage import make_storage
 
     return make_storage(url)
 
@@ -265,7 +266,7 @@ def test_cli_spec_error_exits_2_and_writes_nothing(tmp_path):
 
 
 def test_a_storage_that_cannot_be_opened_exits_2_and_claims_nothing(tmp_path):
-    from effkit.pareto.study import _shown
+    from effkit.pareto.storage import shown
 
     path = write_spec(tmp_path)
     folder = tmp_path / "out"
@@ -281,7 +282,7 @@ def test_a_storage_that_cannot_be_opened_exits_2_and_claims_nothing(tmp_path):
     assert "Traceback" not in proc.stderr
     # nothing recorded: the same folder takes the right storage
     assert not (folder / "search.json").exists()
-    assert _shown("postgresql://user:secret@db/effkit") == "postgresql://user:***@db/effkit"
+    assert shown("postgresql://user:secret@db/effkit") == "postgresql://user:***@db/effkit"
 
 
 def test_an_unreadable_search_record_is_a_clear_error(tmp_path):
@@ -453,15 +454,15 @@ def test_the_best_trial_is_scored_on_test_outside_its_run_folder(tmp_path, monke
 
 @pytest.mark.slow
 def test_a_recipe_that_failed_with_an_error_is_not_run_again(tmp_path, monkeypatch):
-    from effkit.pareto import study
+    from effkit.pareto import evaluation
 
     ran: list[str] = []
 
     def fail(self):
-        ran.append(study.recipe_key(self.recipe))
+        ran.append(evaluation.recipe_key(self.recipe))
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(study.Runner, "run", fail)
+    monkeypatch.setattr(evaluation.Runner, "run", fail)
     # with sparsity 0 the prune stage is gone, so both start_with entries are one recipe
     spec = SPEC.replace(
         "target:",

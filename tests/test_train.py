@@ -113,7 +113,7 @@ def test_bf16_on_a_cpu_runs_the_forward_pass_in_bfloat16_and_keeps_weights_in_fl
 
 
 def test_weight_average_follows_the_ramped_decay_and_copies_integer_entries():
-    from effkit.train import WeightAverage
+    from effkit.averaging import WeightAverage
 
     model = torch.nn.Linear(2, 1, bias=False)
     model.register_buffer("calls", torch.zeros((), dtype=torch.long))
@@ -205,8 +205,8 @@ def test_averaged_stage_resumes_with_its_average(tmp_path):
 
 
 def test_weight_average_names_parameters_that_appear_during_the_stage():
+    from effkit.averaging import WeightAverage
     from effkit.errors import RunError
-    from effkit.train import WeightAverage
 
     model = torch.nn.Linear(2, 1)
     average = WeightAverage(model, decay=0.9)

@@ -9,6 +9,12 @@ constraint. The search folder ends with every trial (``trials.csv``), the Pareto
 (``pareto.csv``, ``pareto.png``), the best trial that meets the target as a plain recipe
 (``best_recipe.yaml``) and ``report.md``. See docs/search.md.
 
+Modules: :mod:`~effkit.pareto.spec` (the search spec), :mod:`~effkit.pareto.base` (the base
+recipe and the checks a spec passes before any trial), :mod:`~effkit.pareto.study` (the driver
+and its workers), :mod:`~effkit.pareto.trials` (sampling, heartbeats, retries),
+:mod:`~effkit.pareto.evaluation` (one trial), :mod:`~effkit.pareto.storage`,
+:mod:`~effkit.pareto.context`, :mod:`~effkit.pareto.locks` and :mod:`~effkit.pareto.outputs`.
+
 This package stays light to import (the command line imports it on every start); the search
 itself, Optuna included, loads on first use.
 """

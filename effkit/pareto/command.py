@@ -36,10 +36,10 @@ def search(
     ] = False,
 ) -> None:
     """Search a recipe's space for the fastest stack that reaches a target (Pareto front)."""
-    from effkit.cli import _state, out
+    from effkit.console import out, switches
 
     if check:
-        from effkit.pareto.spec import check as check_spec
+        from effkit.pareto.base import check as check_spec
         from effkit.pareto.spec import grid_size, load_spec
 
         loaded = load_spec(spec)
@@ -61,7 +61,7 @@ def search(
         study=study,
         search_dir=search_dir,
         overrides=set_ or [],
-        progress=not _state["quiet"],
+        progress=not switches.quiet,
     )
     metric = result.trials[0]["metric_name"] if result.trials else "metric"
     front = Table(title="Pareto front")

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from effkit.pareto.spec import SearchSpec, _label, _norm, params_label
+from effkit.pareto.spec import SearchSpec, normalized, params_label, value_label
 from effkit.report import table
 from effkit.storage import write_bytes, write_text
 
@@ -32,7 +32,9 @@ def collect(study: Any, spec: SearchSpec, metric: str) -> list[Row]:
         throughput = attrs.get("throughput") or {}
         values = trial.values if trial.values and len(trial.values) == 2 else [None, None]
         constraint = attrs.get("constraint")
-        params = {name: _norm(trial.params[name]) for name in spec.space if name in trial.params}
+        params = {
+            name: normalized(trial.params[name]) for name in spec.space if name in trial.params
+        }
         rows.append(
             {
                 "number": trial.number,
@@ -192,7 +194,7 @@ def _space_rows(spec: SearchSpec) -> list[list[Any]]:
     rows = []
     for name, param in spec.space.items():
         if param.choices is not None:
-            values = ", ".join(_label(c) for c in param.choices)
+            values = ", ".join(value_label(c) for c in param.choices)
         else:
             step = f", step {param.step:g}" if param.step else ""
             values = f"[{param.low:g}, {param.high:g}]{step}" + (" (log)" if param.log else "")
@@ -200,7 +202,7 @@ def _space_rows(spec: SearchSpec) -> list[list[Any]]:
         if param.bundles():
             changes.append("a bundle of overrides per choice")
         if param.when:
-            changes.append("other overrides for " + ", ".join(_label(v) for v in param.when))
+            changes.append("other overrides for " + ", ".join(value_label(v) for v in param.when))
         rows.append([f"`{name}`", values, "; ".join(c for c in changes if c)])
     return rows
 
@@ -245,7 +247,7 @@ def _front_section(front: list[Row], spec: SearchSpec, metric: str, has_png: boo
     pruned = any(r["sparsity_reached"] is not None for r in front)
     head = ["trial", *spec.space, *(["sparsity reached"] if pruned else []),
             f"validation {metric}", "throughput", "samples/s", "meets target"]  # fmt: skip
-    rows = [[r["number"], *(_label(r["params"].get(n)) for n in spec.space),
+    rows = [[r["number"], *(value_label(r["params"].get(n)) for n in spec.space),
              *([_reached(r["sparsity_reached"])] if pruned else []), r["metric"],
              f"{r['ratio']:.2f}x", r["samples_per_s"], _yes(r["meets_target"])]
             for r in front]  # fmt: skip

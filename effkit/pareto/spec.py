@@ -15,10 +15,8 @@ student is a whole distillation stage. A value of ``null`` for a stage or a tran
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,18 +34,14 @@ from pydantic import (
 )
 
 from effkit.bench import BenchConfig
-from effkit.errors import RecipeError, did_you_mean
+from effkit.errors import RecipeError
 from effkit.recipe import (
     NAME,
     Loc,
-    Recipe,
-    _format_loc,
-    _where,
-    parse_recipe,
     read_yaml,
+    source_location,
     validation_error,
 )
-from effkit.task import metric_names, primary_metric
 
 Scalar = bool | int | float | str
 Overrides = dict[str, Any]
@@ -61,14 +55,14 @@ BEST_OVERRIDES = ["evaluate.enabled=true", "evaluate.splits=[validation, test]"]
 _TARGET = re.compile(r"^\s*([A-Za-z_][\w/]*)\s*>=\s*([-+0-9.eE]+)\s*$")
 
 
-def _norm(value: Any) -> Any:
+def normalized(value: Any) -> Any:
     """A value as a search compares it: floats rounded, so 0.6000000000000001 is 0.6."""
     if isinstance(value, float) and not isinstance(value, bool):
         return round(value, 10)
     return value
 
 
-def _label(value: Any) -> str:
+def value_label(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -123,14 +117,16 @@ class Param(BaseModel):
                     "choices given as bundles of overrides take no 'field' and no 'when'"
                 )
             return
-        if len({_norm(c) for c in self.choices}) != len(self.choices):
+        if len({normalized(c) for c in self.choices}) != len(self.choices):
             raise ValueError("choices repeat a value")
         missing = [c for c in self.choices if self.override_for(c) is None and self.field is None]
         if missing:
             raise ValueError(
-                f"no 'field' to write {_label(missing[0])} to (give field, or a 'when' entry)"
+                f"no 'field' to write {value_label(missing[0])} to (give field, or a 'when' entry)"
             )
-        self._check_when_keys(lambda v: _norm(v) in {_norm(c) for c in self.choices or []})
+        self._check_when_keys(
+            lambda v: normalized(v) in {normalized(c) for c in self.choices or []}
+        )
 
     def _check_range(self) -> None:
         if self.low is None or self.high is None:
@@ -147,7 +143,7 @@ class Param(BaseModel):
             raise ValueError("an int range needs integer low, high and step")
         low, high, grid = self.low, self.high, self.grid()
         if grid is not None:
-            self._check_when_keys(lambda v: _norm(v) in {_norm(g) for g in grid})
+            self._check_when_keys(lambda v: normalized(v) in {normalized(g) for g in grid})
         else:
             self._check_when_keys(lambda v: isinstance(v, (int, float)) and low <= v <= high)
         if self.field is None and grid is None:
@@ -155,12 +151,14 @@ class Param(BaseModel):
         if self.field is None and grid is not None:
             unset = [v for v in grid if self.override_for(v) is None]
             if unset:
-                raise ValueError(f"no 'field' to write {_label(unset[0])} to")
+                raise ValueError(f"no 'field' to write {value_label(unset[0])} to")
 
     def _check_when_keys(self, allowed: Any) -> None:
         for key in self.when:
             if not allowed(key):
-                raise ValueError(f"'when' names {_label(key)}, which the parameter never takes")
+                raise ValueError(
+                    f"'when' names {value_label(key)}, which the parameter never takes"
+                )
 
     @property
     def is_int(self) -> bool:
@@ -186,7 +184,7 @@ class Param(BaseModel):
         """The bundle or ``when`` entry that replaces the plain write of ``value``, if any."""
         for table in (self.bundles(), self.when):
             for key, bundle in table.items():
-                if _norm(key) == _norm(value):
+                if normalized(key) == normalized(value):
                     return bundle
         return None
 
@@ -195,7 +193,7 @@ class Param(BaseModel):
         bundle = self.override_for(value)
         if bundle is not None:
             return dict(bundle)
-        return {path: _norm(value) for path in self.fields()}
+        return {path: normalized(value) for path in self.fields()}
 
     def grid(self) -> list[Any] | None:
         """Every value the parameter can take, or None for a continuous range."""
@@ -214,7 +212,7 @@ class Param(BaseModel):
         if self.step is None:
             return None
         count = math.floor((self.high - self.low) / self.step + 1e-9) + 1
-        return [_norm(self.low + i * self.step) for i in range(count)]
+        return [normalized(self.low + i * self.step) for i in range(count)]
 
     def checked_values(self) -> list[Any]:
         """The values validated before a search: the whole grid, or a range's ends and cases."""
@@ -234,7 +232,7 @@ class Param(BaseModel):
         value = trial.suggest_float(
             name, float(self.low), float(self.high), step=self.step, log=self.log
         )
-        return _norm(value)
+        return normalized(value)
 
 
 def _check_bundle(bundle: Overrides) -> None:
@@ -359,17 +357,17 @@ class SearchSpec(BaseModel):
 
     def where(self, loc: Loc) -> str:
         """``file:line`` of a location in the spec, as near as is known."""
-        return _where(self._source, self._lines, {}, loc)
+        return source_location(self._source, self._lines, {}, loc)
 
     def sampling_space(self) -> Iterator[tuple[str, Param]]:
         """Parameters in the order they are sampled and applied."""
         yield from self.space.items()
 
 
-def _takes(param: Param, value: Any) -> bool:
+def takes(param: Param, value: Any) -> bool:
     grid = param.grid()
     if grid is not None:
-        return _norm(value) in {_norm(v) for v in grid}
+        return normalized(value) in {normalized(v) for v in grid}
     assert param.low is not None and param.high is not None
     return isinstance(value, (int, float)) and param.low <= value <= param.high
 
@@ -377,7 +375,7 @@ def _takes(param: Param, value: Any) -> bool:
 # --------------------------------------------------------------------------- overrides
 
 
-def _set_item(path: str, value: Any) -> str:
+def set_item(path: str, value: Any) -> str:
     """A ``--set`` item: JSON is YAML, so the value reads back exactly as given."""
     return f"{path}={json.dumps(value)}"
 
@@ -395,48 +393,13 @@ def trial_overrides(spec: SearchSpec, params: dict[str, Any]) -> list[str]:
             if value is None:
                 removals[path] = None
             else:
-                writes.append(_set_item(path, value))
+                writes.append(set_item(path, value))
     return writes + [f"{path}=null" for path in removals]
 
 
 def params_label(params: dict[str, Any]) -> str:
     """``n=2, size=L4, sparsity=0.4``: how a trial is named in tables and plots."""
-    return ", ".join(f"{name}={_label(value)}" for name, value in params.items())
-
-
-class Base:
-    """The base recipe a search varies: its text, source and the overrides of every trial."""
-
-    def __init__(self, spec: SearchSpec, overrides: list[str] | None = None) -> None:
-        self.path = spec.recipe_path()
-        self.overrides = list(overrides or [])
-        if not self.path.is_file():
-            raise RecipeError(
-                f"base recipe '{self.path}' does not exist",
-                where=spec.where(("recipe",)),
-                hint="the path is relative to the spec file",
-            )
-        try:
-            self.text = self.path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise RecipeError(f"cannot read base recipe '{self.path}': {exc}") from exc
-        self.recipe = parse_recipe(self.text, source=str(self.path), overrides=self.overrides)
-
-    def build(self, extra: list[str]) -> Recipe:
-        """The base recipe with the search's overrides and then ``extra`` applied, validated."""
-        writes = [item for item in extra if not item.endswith("=null")]
-        removals = [item for item in extra if item.endswith("=null")]
-        return parse_recipe(
-            self.text, source=str(self.path), overrides=self.overrides + writes + removals
-        )
-
-    def trial_recipe(
-        self, spec: SearchSpec, params: dict[str, Any], *, best: bool = False
-    ) -> Recipe:
-        """The recipe a trial with ``params`` runs (scored on validation; the best on test too)."""
-        return self.build(
-            trial_overrides(spec, params) + (BEST_OVERRIDES if best else TRIAL_OVERRIDES)
-        )
+    return ", ".join(f"{name}={value_label(value)}" for name, value in params.items())
 
 
 # --------------------------------------------------------------------------- loading
@@ -479,130 +442,6 @@ def is_search_spec(path: str | Path) -> bool:
     except (OSError, yaml.YAMLError, UnicodeDecodeError):
         return False
     return isinstance(data, dict) and "space" in data and "recipe" in data
-
-
-# --------------------------------------------------------------------------- semantic checks
-
-
-def objective_metric(spec: SearchSpec, recipe: Recipe) -> str:
-    """The validation metric the search maximises."""
-    return spec.objectives.metric or primary_metric(recipe.task.type)
-
-
-def target_metric(spec: SearchSpec, recipe: Recipe) -> str | None:
-    """The metric the target constrains (None without a target)."""
-    if spec.target is None:
-        return None
-    return spec.target.metric or objective_metric(spec, recipe)
-
-
-def _check_metrics(spec: SearchSpec, recipe: Recipe) -> None:
-    labels = len(recipe.task.labels or []) or 5
-    known = metric_names(recipe.task.type, labels)
-    checks: list[tuple[str | None, Loc]] = [(spec.objectives.metric, ("objectives", "metric"))]
-    if spec.target is not None:
-        checks.append((spec.target.metric, ("target",)))
-    for name, loc in checks:
-        if name is not None and name not in known:
-            raise RecipeError(
-                f"{_format_loc(loc, {})}: {recipe.task.type} reports no metric '{name}'",
-                where=spec.where(loc),
-                hint=did_you_mean(name, known),
-            )
-
-
-def _check_values(spec: SearchSpec, base: Base) -> None:
-    """Every value of every parameter, applied alone to the base recipe, gives a valid recipe."""
-    for name, param in spec.sampling_space():
-        for value in param.checked_values():
-            items = [_set_item(p, v) if v is not None else f"{p}=null"
-                     for p, v in param.overrides(value).items()]  # fmt: skip
-            try:
-                base.build(items)
-            except RecipeError as exc:
-                loc: Loc = ("space", name, "choices" if param.choices is not None else "field")
-                if param.override_for(value) is not None:
-                    loc = ("space", name, "choices" if param.bundles() else "when", str(value))
-                raise RecipeError(
-                    f"space.{name}: the value {_label(value)} gives an invalid recipe: "
-                    f"{exc.render()}",
-                    where=spec.where(loc),
-                ) from None
-
-
-def _check_combinations(spec: SearchSpec, base: Base) -> int:
-    """Every combination of a small discrete space gives a valid recipe; returns how many."""
-    grids = {name: param.checked_values() for name, param in spec.sampling_space()}
-    total = math.prod(len(values) for values in grids.values())
-    if total > MAX_CHECKED_COMBINATIONS:
-        return 0
-    for values in itertools.product(*grids.values()):
-        params = dict(zip(grids, values, strict=True))
-        try:
-            base.trial_recipe(spec, params)
-        except RecipeError as exc:
-            raise RecipeError(
-                f"space: the combination {params_label(params)} gives an invalid recipe: "
-                f"{exc.render()}",
-                where=spec.where(("space",)),
-            ) from None
-    return total
-
-
-def _check_start(spec: SearchSpec, index: int, params: dict[str, Any]) -> None:
-    where = spec.where(("start_with", index))
-    for name, value in params.items():
-        if name not in spec.space:
-            raise RecipeError(f"start_with[{index}]: no parameter '{name}'", where=where,
-                              hint=did_you_mean(name, list(spec.space)))  # fmt: skip
-        if not _takes(spec.space[name], value):
-            raise RecipeError(
-                f"start_with[{index}]: parameter '{name}' never takes {_label(value)}", where=where
-            )
-    missing = [name for name in spec.space if name not in params]
-    if missing:
-        raise RecipeError(
-            f"start_with[{index}]: give every parameter (missing: {', '.join(missing)})",
-            where=where,
-        )
-
-
-def check(spec: SearchSpec, overrides: list[str] | None = None) -> Base:
-    """Validate a spec against its base recipe; returns the base, ready to build trials."""
-    base = Base(spec, overrides)
-    _check_metrics(spec, base.recipe)
-    if base.recipe.data is None:
-        raise RecipeError(
-            "the base recipe has no data section: a search trains and scores on validation",
-            where=str(base.path),
-        )
-    if not base.recipe.stages:
-        raise RecipeError("the base recipe has no stages to search over", where=str(base.path))
-    _check_values(spec, base)
-    _check_combinations(spec, base)
-    for i, params in enumerate(spec.start_with):
-        _check_start(spec, i, params)
-        try:
-            base.trial_recipe(spec, params)
-        except RecipeError as exc:
-            raise RecipeError(
-                f"start_with[{i}] gives an invalid recipe: {exc.render()}",
-                where=spec.where(("start_with", i)),
-            ) from None
-    return base
-
-
-def bench_protocol(spec: SearchSpec, recipe: Recipe) -> BenchConfig:
-    """The throughput protocol of the search, with the thread count fixed.
-
-    Threads default to the machine's cores, so that the figure is the one a server with the
-    machine to itself would see; the same number is written into the best recipe.
-    """
-    cfg = spec.benchmark or recipe.benchmark
-    threads = cfg.threads or os.cpu_count() or 1
-    return cfg.model_copy(
-        update={"enabled": True, "baseline": "initial", "memory": False, "threads": threads}
-    )
 
 
 def grid_size(spec: SearchSpec) -> int | None:

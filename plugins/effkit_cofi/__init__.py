@@ -19,7 +19,8 @@ BERT-family encoder, plain or multiplexed:
 Hidden dimensions: CoFi's masked LayerNorm normalises over the kept dimensions only, and so does
 effkit's; with the mask values folded into the LayerNorm and embedding weights, removing hidden
 dimensions also leaves the function unchanged. Sub-modules of the model that keep their own
-hidden-width tensors (a multiplexing adapter) follow through their ``prune_hidden(kept)`` method.
+hidden-width tensors (a multiplexing adapter) follow: they implement
+:class:`effkit.transform.FollowsHiddenPruning`.
 
 A block that loses every head (or every feed-forward dimension), or whose whole-block mask is 0,
 becomes ``LayerNorm(input + bias)``: what the masked model computed (its output dense layer
@@ -41,9 +42,9 @@ step (Adam). CoFi trains for thousands of steps at ``mask_lr=0.01``; a short sta
 steps with ``mask_lr=0.3, warmup_ratio=0.6``). ``describe()`` reports both the expected
 sparsity at the end and the sparsity reached by the removal, counted as CoFi counts it.
 
-While the masks train, ``ctx.extras["encoder_live_layers"]`` is a callable that returns, for the
-last forward pass, whether each layer's attention block was kept (``None`` without layer masks),
-which distillation uses to match teacher layers only to live student layers, as CoFi does.
+While the masks train, ``ctx.live_layers`` returns, for the last forward pass, whether each
+layer's attention block was kept (``None`` without layer masks), which distillation uses to
+match teacher layers only to live student layers, as CoFi does.
 """
 
 from __future__ import annotations
@@ -55,17 +56,16 @@ import torch
 from pydantic import Field, PrivateAttr, model_validator
 from torch.utils.hooks import RemovableHandle
 
-from effkit import EffkitModel, ModelError, StageContext, Transform
+from effkit import SPARSITY, EffkitModel, ModelError, StageContext, Transform
 
 from . import masking, surgery
 from .encoder import (
     SkippedAttention,
     SkippedFeedForward,
-    backbone,
+    checked_base,
     ffn_width,
     head_count,
     head_dim,
-    hidden_width,
     layers_of,
 )
 from .hardconcrete import CoFiMasks, Masks, Sizes
@@ -73,7 +73,6 @@ from .hardconcrete import CoFiMasks, Masks, Sizes
 __all__ = ["CoFiMasks", "CoFiPrune", "SkippedAttention", "SkippedFeedForward"]
 
 MASKS_ATTRIBUTE = "cofi_masks"
-LIVE_LAYERS_KEY = "encoder_live_layers"
 log = logging.getLogger(__name__)
 
 SELECTION_TOLERANCE = 0.02
@@ -152,9 +151,9 @@ class CoFiPrune(Transform):
             return model
         if hasattr(model, MASKS_ATTRIBUTE):
             raise ModelError("cofi: the model already carries CoFi masks; apply it once a stage")
-        base = backbone(model)
+        base = checked_base(model)
         layers = layers_of(base)
-        width = hidden_width(base)
+        width = model.embedding_width
         if self.hidden:
             self._check_hidden_layout(base)
         default_dim = int(getattr(model.config, "hidden_size", width)) // max(
@@ -184,7 +183,7 @@ class CoFiPrune(Transform):
             "encoder": _count(base.encoder),
             "total": _model_parameters(model),
         }
-        ctx.extras[LIVE_LAYERS_KEY] = masks.live_layers
+        ctx.live_layers = masks.live_layers
         with torch.no_grad():
             # the warm-up starts where the initial masks are, so that the multipliers do not
             # first learn to push the sparsity down towards a target of 0
@@ -227,7 +226,7 @@ class CoFiPrune(Transform):
             expected = float(self._masks(model).expected_sparsity())
         return abs(expected - self.sparsity) <= SELECTION_TOLERANCE
 
-    def progress(self, model: EffkitModel, ctx: StageContext) -> dict[str, float]:
+    def step_figures(self, model: EffkitModel, ctx: StageContext) -> dict[str, float]:
         masks = self._masks(model)
         with torch.no_grad():
             expected = float(masks.expected_sparsity())
@@ -252,14 +251,14 @@ class CoFiPrune(Transform):
             handle.remove()
         self._hooks = []
         delattr(model, MASKS_ATTRIBUTE)
-        if ctx.extras.get(LIVE_LAYERS_KEY) == masks.live_layers:
-            del ctx.extras[LIVE_LAYERS_KEY]
+        if ctx.live_layers == masks.live_layers:
+            ctx.live_layers = None
         structure = self._prune(model, values, masks.sizes)
-        base = backbone(model)
+        base = checked_base(model)
         layers = layers_of(base)
         heads = [head_count(layer) for layer in layers]
         widths = [ffn_width(layer) for layer in layers]
-        width = hidden_width(base)
+        width = model.embedding_width
         remaining = masks.sizes.remaining(heads, widths, width)
         reached = 1.0 - remaining / masks.sizes.prunable()
         if abs(reached - self.sparsity) > SELECTION_TOLERANCE:
@@ -274,7 +273,7 @@ class CoFiPrune(Transform):
             "report": {
                 "target_sparsity": self.sparsity,
                 "expected_sparsity": round(expected, 4),
-                "sparsity": round(reached, 4),
+                SPARSITY: round(reached, 4),
                 "heads_per_layer": heads,
                 "ffn_widths": widths,
                 "hidden_width": width,
@@ -303,7 +302,7 @@ class CoFiPrune(Transform):
         """Slice a freshly built model with the saved indices (weights are loaded afterwards)."""
         if not self._result:
             raise ModelError("cofi: the saved model has no CoFi state to rebuild from")
-        base = backbone(model)
+        base = checked_base(model)
         layers = layers_of(base)
         if len(layers) != len(self._result["heads"]):
             raise ModelError(
@@ -341,7 +340,7 @@ class CoFiPrune(Transform):
 
     def _prune(self, model: EffkitModel, values: Masks, sizes: Sizes) -> dict[str, Any]:
         """Remove what the deterministic masks dropped; return the indices kept."""
-        base = backbone(model)
+        base = checked_base(model)
         hidden = values.hidden
         if hidden is not None:
             surgery.scale_hidden(base, hidden)

@@ -55,8 +55,8 @@ class SkippedFeedForward(nn.Module):
         return self.LayerNorm(input_tensor + self.bias)
 
 
-def backbone(model: EffkitModel) -> Any:
-    """The transformers base model, checked to have the BERT-family layout."""
+def checked_base(model: EffkitModel) -> Any:
+    """The transformers base model, checked to have the parts CoFi prunes in every layer."""
     base = model.base
     model.encoder_layers()  # the BERT-family layout, or a clear error
     for index, layer in enumerate(layers_of(base)):
@@ -97,10 +97,6 @@ def head_dim(layer: Any, default: int) -> int:
 def ffn_width(layer: Any) -> int:
     """Intermediate width of a layer right now (0 when its block was removed)."""
     return 0 if ffn_removed(layer) else int(layer.intermediate.dense.out_features)
-
-
-def hidden_width(base: Any) -> int:
-    return int(base.embeddings.LayerNorm.weight.shape[0])
 
 
 def layer_norms(base: Any) -> list[tuple[nn.LayerNorm, nn.Module | None]]:

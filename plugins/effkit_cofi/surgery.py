@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from effkit import EffkitModel, ModelError
+from effkit import EffkitModel, FollowsHiddenPruning, ModelError
 
 from .encoder import (
     PassThrough,
@@ -156,11 +156,11 @@ def prune_ffn(
                                        col_scale=dim_scale)  # fmt: skip
 
 
-def _outermost_pruners(model: nn.Module) -> list[nn.Module]:
-    """Submodules that define ``prune_hidden``, not counting those inside another such one."""
-    found: list[tuple[str, nn.Module]] = []
+def _outermost_pruners(model: nn.Module) -> list[FollowsHiddenPruning]:
+    """Submodules that follow hidden pruning, not counting those inside another such one."""
+    found: list[tuple[str, FollowsHiddenPruning]] = []
     for name, module in model.named_modules():
-        if module is model or not callable(getattr(module, "prune_hidden", None)):
+        if module is model or not isinstance(module, FollowsHiddenPruning):
             continue
         if any(name.startswith(prefix + ".") for prefix, _ in found):
             continue
@@ -186,7 +186,7 @@ def scale_hidden(base: Any, z: torch.Tensor) -> None:
 def prune_hidden_followers(model: EffkitModel, kept: torch.Tensor) -> None:
     """Tell the sub-modules that keep hidden-width tensors of their own (``prune_hidden``)."""
     for module in _outermost_pruners(model):
-        module.prune_hidden(kept)  # type: ignore[operator]
+        module.prune_hidden(kept)
 
 
 def prune_hidden(model: EffkitModel, base: Any, kept: torch.Tensor) -> None:

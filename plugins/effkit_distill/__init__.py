@@ -48,15 +48,13 @@ import torch.nn.functional as F
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 from torch import nn
 
-from effkit import EffkitModel, ModelError, StageContext, Transform
+from effkit import EffkitModel, ModelError, StageContext, StageRef, Transform
 
 __all__ = ["Distill", "default_teacher_layers", "ordered_alignment"]
 
 MAP_ATTRIBUTE = "distill_map"
 CACHE_LIMIT_BYTES = 512 * 2**20
 """At most this much of teacher logits is kept (a token task's logits grow with length)."""
-LIVE_LAYERS_KEY = "encoder_live_layers"
-"""Set by a pruning transform: a callable giving which student layers are alive right now."""
 
 
 def default_teacher_layers(depth: int) -> list[int]:
@@ -121,7 +119,7 @@ class Distill(Transform):
 
     recorded: ClassVar[bool] = False
 
-    teacher: str = Field(
+    teacher: StageRef = Field(
         "finetune", min_length=1,
         description="The teacher: an earlier stage's name, or a saved model folder.",
     )  # fmt: skip
@@ -419,8 +417,7 @@ class Distill(Transform):
         losses = torch.stack(
             [torch.stack([_mse(s, t, mask) for s in mapped]) for t in targets]
         )  # [teacher layers, student layers]; inf: shapes differ (a demultiplexed last state)
-        live_layers = ctx.extras.get(LIVE_LAYERS_KEY)
-        live = live_layers() if callable(live_layers) else None
+        live = ctx.live_layers() if ctx.live_layers is not None else None
         if live is not None and len(live) != len(mapped):
             live = None
         alignment = ordered_alignment(losses.detach(), live)

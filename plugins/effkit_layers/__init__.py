@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import Field, PrivateAttr, field_validator
-from torch import nn
 
 from effkit import EffkitModel, ModelError, StageContext, Transform
 
@@ -39,13 +38,7 @@ class KeepLayers(Transform):
                 f"keep-layers: layer {max(self.layers)} does not exist; the model has "
                 f"{len(layers)} layers (0..{len(layers) - 1})"
             )
-        kept = nn.ModuleList([layers[i] for i in self.layers])
-        for new_index, layer in enumerate(kept):
-            attention = getattr(getattr(layer, "attention", None), "self", None)
-            if attention is not None and hasattr(attention, "layer_idx"):
-                attention.layer_idx = new_index
-        model.base.encoder.layer = kept
-        model.hf.config.num_hidden_layers = len(kept)
+        model.set_encoder_layers([layers[i] for i in self.layers])
         self._before = len(layers)
         return model
 

@@ -15,9 +15,10 @@ from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr, model_validator
 
-from effkit import EffkitModel, ModelError, StageContext, Transform
+from effkit import EffkitModel, ExportGraph, ModelError, StageContext, Transform
 
 from .adapter import MuxAdapter, adapter_of, plan
+from .export import mux_graph
 from .heads import DiscriminatorHead, VocabHead
 from .objectives import ElectraObjective, MaskedLMObjective, MuxTaskObjective, RetrievalObjective
 
@@ -110,6 +111,11 @@ class Multiplex(Transform):
 
     def load_state(self, state: dict[str, Any]) -> None:
         self._heads = {k: bool(v) for k, v in state.items()}
+
+    def export_graph(self, model: EffkitModel, graph: ExportGraph) -> ExportGraph:
+        if not isinstance(model.adapter, MuxAdapter):
+            raise ModelError("multiplex: the model's multiplexing adapter is missing")
+        return mux_graph(model, model.adapter)
 
     def describe(self) -> dict[str, Any]:
         added = 0

@@ -40,22 +40,6 @@ from .demultiplexers import build_demultiplexer
 from .multiplexers import build_multiplexer
 
 
-def backbone(model: EffkitModel) -> Any:
-    """The transformers base model (``BertModel``, ``RobertaModel``...) inside the task model."""
-    return model.base
-
-
-def embedding_width(model: EffkitModel) -> int:
-    """Width of the embeddings' output, read from the modules (pruning may have changed it)."""
-    return int(model.base.embeddings.word_embeddings.weight.shape[1])
-
-
-def hidden_width(model: EffkitModel) -> int:
-    """Width of the encoder's states (ELECTRA may project the embeddings up to it)."""
-    project = getattr(model.base, "embeddings_project", None)
-    return int(project.out_features) if project is not None else embedding_width(model)
-
-
 @dataclass
 class Layout:
     """How B inputs sit in G groups of N slots."""
@@ -110,9 +94,9 @@ class MuxAdapter(nn.Module):
         self.pooling = pooling
         self.mix_after = mix_after
         self.token_task = model.task.type == "token-classification"
-        base = backbone(model)
+        base = model.base
         self._check_mix_after(model)
-        width, hidden = embedding_width(model), hidden_width(model)
+        width, hidden = model.embedding_width, model.hidden_width
         heads = int(getattr(config, "num_attention_heads", 1))
         self.multiplexer: Any = build_multiplexer(
             mux, n, hidden if mix_after else width, heads, key_seed, mean=key_mean, std=key_std
@@ -137,7 +121,7 @@ class MuxAdapter(nn.Module):
         ]
 
     def _check_mix_after(self, model: EffkitModel) -> list[nn.Module]:
-        layers = list(backbone(model).encoder.layer)
+        layers = list(model.encoder_layers())
         if self.mix_after >= len(layers):
             raise ModelError(
                 f"multiplex: mix_after={self.mix_after} leaves no layer to run multiplexed; the "
@@ -272,7 +256,7 @@ class MuxAdapter(nn.Module):
             hooks += [layer.register_forward_pre_hook(self._union_before)
                       for layer in layers[self.mix_after + 1 :]]  # fmt: skip
         try:
-            target = backbone(model) if raw else model.hf
+            target = model.base if raw else model.hf
             given = self.instance_mask(mask) if self.mix_after else self.combined_mask(mask)
             return target(input_ids=ids, attention_mask=given, **kwargs)
         finally:

@@ -7,8 +7,6 @@ from torch import nn
 
 from effkit import EffkitModel
 
-from .adapter import backbone
-
 
 class VocabHead(nn.Module):
     """Dense + GELU + LayerNorm, then a projection onto the vocabulary.
@@ -20,7 +18,7 @@ class VocabHead(nn.Module):
         super().__init__()
         config = model.hf.config
         hidden = int(config.hidden_size)
-        embeddings = backbone(model).embeddings.word_embeddings
+        embeddings = model.base.embeddings.word_embeddings
         width = int(embeddings.weight.shape[1])
         self.transform = nn.Sequential(nn.Linear(hidden, width), nn.GELU(), nn.LayerNorm(width))
         self.decoder = nn.Linear(width, int(embeddings.weight.shape[0]))

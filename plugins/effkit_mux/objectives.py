@@ -24,8 +24,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from effkit import EffkitModel, Objective, StageContext
-from effkit.objectives import TaskObjective
+from effkit import EffkitModel, Objective, StageContext, TaskObjective
 
 from .adapter import MuxAdapter, adapter_of, plan
 from .heads import DiscriminatorHead, VocabHead
@@ -71,7 +70,7 @@ class _TextObjective(Objective):
     def features(self, ctx: StageContext) -> list[dict[str, list[int]]]:
         if self.text_file is None:
             return super().features(ctx)
-        from effkit.data import encode_texts, read_text_file
+        from effkit import encode_texts, read_text_file
 
         texts = read_text_file(self.text_file)
         return encode_texts(texts, ctx.tokenizer, "sequence-classification", ctx.max_length)

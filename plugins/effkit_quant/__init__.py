@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import logging
 from fnmatch import fnmatchcase
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr
 from torch import nn
 
-from effkit import EffkitModel, ModelError, StageContext, Transform
+from effkit import EffkitModel, ExportGraph, ModelError, StageContext, Transform
 
 from .linear import Int8Linear, available_engines, quantize_weight, resolve_engine
 
@@ -76,9 +76,6 @@ def is_quantized(model: nn.Module) -> bool:
 class Quantize(Transform):
     """Int8 weights for the linear layers, dynamic int8 activations: faster CPU inference."""
 
-    onnx_exportable: ClassVar[bool] = False
-    """torch's quantized kernels have no ONNX translation (see effkit.export)."""
-
     scheme: Literal["dynamic-int8"] = Field(
         "dynamic-int8",
         description="dynamic-int8: int8 weights, activations quantized per batch at run time "
@@ -104,6 +101,16 @@ class Quantize(Transform):
     _bytes: dict[str, int] = PrivateAttr(default_factory=dict)
 
     # ------------------------------------------------------------------ lifecycle
+
+    def export_graph(self, model: EffkitModel, graph: ExportGraph) -> ExportGraph:
+        """torch's int8 CPU kernels have no ONNX translation: refuse, and say what works."""
+        raise ModelError(
+            "the model's 'quantize' transform cannot be exported to ONNX: torch's int8 CPU "
+            "kernels have no ONNX translation",
+            where="export",
+            hint="export the model from the stage before it, then quantize the ONNX file "
+            "with onnxruntime.quantization.quantize_dynamic",
+        )
 
     def apply(self, model: EffkitModel, ctx: StageContext) -> EffkitModel:
         """Check early (before the stage trains) that the model and the engine can be used."""

@@ -319,7 +319,7 @@ class OneShotPrune(Transform):
             return [
                 {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device)}
             ]
-        from effkit.data import Collator, encode
+        from effkit import Collator, encode
 
         assert ctx.data is not None
         if ctx.tokenizer is None:

@@ -1,0 +1,169 @@
+"""Writing a model's graph as one ONNX file with dynamic batch and sequence axes.
+
+The exporter is torch's own ``torch.onnx.export(..., dynamo=True)`` (torch.export, then
+onnxscript's translation and graph optimizer), which needs the ``onnx`` and ``onnxscript``
+packages (``pip install 'effkit[onnx]'``). torch's older TorchScript exporter is deprecated and
+is not used: it traces through Python, so it would bake in the batch size of any grouping logic
+a transform's forward pass has.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from effkit.bench import BenchConfig
+from effkit.errors import EffkitError, ModelError
+from effkit.export.graph import WHERE, example_inputs, export_graph, input_names
+from effkit.export.runtime import INSTALL_HINT, bench_onnx, check_onnx
+from effkit.transform import ExportGraph
+
+if TYPE_CHECKING:
+    from effkit.models import EffkitModel
+
+
+def require(module: str, purpose: str) -> Any:
+    """Import ``module``; an error naming the extra to install when it is missing."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise EffkitError(
+            f"{purpose} needs the package '{module}', which is not installed",
+            where=WHERE,
+            hint=INSTALL_HINT,
+        ) from exc
+
+
+@contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """Hide the exporter's progress lines, its optimizer's notes and deprecation warnings."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def write_onnx(model: EffkitModel, graph: ExportGraph, path: Path) -> None:
+    """Trace ``graph`` on small example inputs and write ``path`` (one file, no side data)."""
+    require("onnx", "ONNX export")
+    require("onnxscript", "ONNX export")
+    names = input_names(model)
+    # distinct, small example sizes: equal or size-1 axes could be specialised by the tracer
+    example = example_inputs(model, graph, 3 * (graph.group_size or 1), 7, seed=1)
+    args = tuple(example[name] for name in names)
+    big = sum(p.numel() * p.element_size() for p in model.parameters()) > 1.8 * 2**30
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with quiet_exporter():
+            torch.onnx.export(
+                graph.module,
+                args,
+                str(path),
+                dynamo=True,
+                verbose=False,
+                input_names=names,
+                output_names=["logits"],
+                dynamic_shapes=graph.dynamic_shapes(len(names)),
+                external_data=big,  # protobuf caps one file at 2 GiB
+            )
+    except EffkitError:
+        raise
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(
+            f"torch.onnx could not export the model: {first}",
+            where=WHERE,
+            hint="run with --debug for the exporter's full message",
+        ) from exc
+
+
+def graph_facts(path: Path) -> dict[str, Any]:
+    """Opset and declared input/output shapes of the written graph."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+
+    def dims(value: Any) -> list[int | str]:
+        shape = value.type.tensor_type.shape.dim
+        return [d.dim_param or int(d.dim_value) for d in shape]
+
+    return {
+        "opset": next((int(o.version) for o in proto.opset_import if o.domain == ""), None),
+        "inputs": {v.name: dims(v) for v in proto.graph.input},
+        "outputs": {v.name: dims(v) for v in proto.graph.output},
+    }
+
+
+def export_onnx(
+    model_or_dir: EffkitModel | str | Path,
+    path: str | Path | None = None,
+    *,
+    batch_size: int = 8,
+    seq_len: int = 128,
+    check: bool = True,
+    bench: bool = False,
+    bench_config: BenchConfig | None = None,
+) -> dict[str, Any]:
+    """Write the model (or saved model folder) as ONNX, check it, optionally benchmark it.
+
+    ``path`` defaults to ``MODEL_DIR/model.onnx`` for a folder. Returns a JSON-ready report:
+    the file, its inputs and outputs, the check (largest difference from PyTorch) and the
+    benchmark when asked for. ``bench_config`` sets the timing protocol; its batch size and
+    sequence length are ``batch_size`` and ``seq_len``.
+    """
+    from effkit.models import EffkitModel, load
+
+    if batch_size < 1 or seq_len < 2:
+        raise EffkitError(f"need batch_size >= 1 and seq_len >= 2, got {batch_size} and "
+                          f"{seq_len}", where=WHERE)  # fmt: skip
+    if isinstance(model_or_dir, EffkitModel):
+        if path is None:
+            raise EffkitError("give the output path when exporting a model object", where=WHERE)
+        model = model_or_dir
+    else:
+        model = load(model_or_dir)
+        path = Path(model_or_dir) / "model.onnx" if path is None else path
+    path = Path(path)
+    graph = export_graph(model)
+    was_training, device = model.training, model.device
+    model.cpu().eval()
+    try:
+        began = time.perf_counter()
+        write_onnx(model, graph, path)
+        report: dict[str, Any] = {
+            "path": str(path),
+            "format": "onnx",
+            "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
+            "group_size": graph.group_size,
+            "export_seconds": round(time.perf_counter() - began, 2),
+            "size_mb": round(path.stat().st_size / 2**20, 2),
+            **graph_facts(path),
+        }
+        report["check"] = (
+            check_onnx(model, path, batch_size=batch_size, seq_len=seq_len)
+            if check
+            else {"skipped": "not asked for (--no-check)"}
+        )
+        if bench:
+            cfg = (bench_config or BenchConfig()).model_copy(
+                update={"batch_size": batch_size, "seq_len": seq_len}
+            )
+            report["bench"] = bench_onnx(model, path, cfg)
+    finally:
+        model.to(device).train(was_training)
+    return report

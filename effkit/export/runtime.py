@@ -1,0 +1,157 @@
+"""ONNX Runtime: run an exported graph like the model, check it against PyTorch, time it."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from effkit.bench import (
+    BenchConfig,
+    BenchResult,
+    environment,
+    load_average,
+    low_id_for,
+    make_inputs,
+    measure,
+)
+from effkit.errors import ModelError
+from effkit.export.graph import example_inputs, export_graph, input_names, reference_logits
+from effkit.versions import package_version
+
+if TYPE_CHECKING:
+    from effkit.models import EffkitModel
+
+TOLERANCE = 1e-4
+"""Largest absolute difference allowed between ONNX Runtime's and PyTorch's float32 logits."""
+INSTALL_HINT = "pip install 'effkit[onnx]'"
+
+
+def missing() -> dict[str, str] | None:
+    """A report entry saying that ONNX Runtime is not installed; None when it is."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return {"skipped": f"onnxruntime is not installed ({INSTALL_HINT})"}
+    return None
+
+
+def onnx_session(path: str | Path, threads: int | None = None) -> Any:
+    """An ONNX Runtime CPU session with as many intra-op threads as torch uses (or ``threads``)."""
+    ort = importlib.import_module("onnxruntime")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_runner(session: Any, group_size: int | None = None) -> Callable[..., Any]:
+    """Call the session like the model: keyword tensors in (``[batch, seq]``), logits out.
+
+    For a graph that runs ``group_size`` inputs per row, the ``[groups * N, seq]`` batch is
+    viewed as ``[groups, N, seq]``, so both take the same inputs in a benchmark.
+    """
+    wanted = [i.name for i in session.get_inputs()]
+
+    def run(**inputs: torch.Tensor) -> Any:
+        feed = {}
+        for name in wanted:
+            value = inputs[name]
+            if group_size is not None and value.dim() == 2:
+                value = value.view(-1, group_size, value.shape[-1])
+            feed[name] = value.cpu().numpy()
+        return session.run(["logits"], feed)[0]
+
+    return run
+
+
+def check_onnx(
+    model: EffkitModel, path: str | Path, *, batch_size: int = 8, seq_len: int = 128
+) -> dict[str, Any]:
+    """Run the graph with ONNX Runtime and PyTorch on the same random ids; compare the logits.
+
+    Two shapes are checked: ``batch_size x seq_len`` and a smaller one. Returns the largest
+    absolute difference over both, or says that ONNX Runtime is not installed.
+    """
+    skipped = missing()
+    if skipped is not None:
+        return skipped
+    graph = export_graph(model)
+    run = onnx_runner(onnx_session(Path(path)), graph.group_size)
+    sizes = [(batch_size, seq_len), (max(1, batch_size // 2 - 1), max(2, seq_len // 2 + 1))]
+    worst = 0.0
+    shapes: list[list[int]] = []
+    for seed, (batch, length) in enumerate(sizes):
+        inputs = example_inputs(model, graph, batch, length, seed=10 + seed)
+        shapes.append(list(inputs["input_ids"].shape))
+        expected = reference_logits(model, graph, inputs)
+        got = torch.from_numpy(run(**inputs))
+        if got.shape != expected.shape:
+            raise ModelError(
+                f"the exported graph returned logits of shape {list(got.shape)} for inputs of "
+                f"shape {list(inputs['input_ids'].shape)}; PyTorch returns {list(expected.shape)}",
+                where=str(path),
+            )
+        worst = max(worst, float((got - expected).abs().max()))
+    if worst > TOLERANCE:
+        raise ModelError(
+            f"ONNX Runtime's logits differ from PyTorch's by up to {worst:.3g}, more than "
+            f"{TOLERANCE:g}",
+            where=str(path),
+            hint="the file was written; report this model's transforms as a bug",
+        )
+    return {
+        "onnxruntime": package_version("onnxruntime"),
+        "max_abs_diff": worst,
+        "tolerance": TOLERANCE,
+        "shapes": shapes,
+        "ok": True,
+    }
+
+
+def bench_onnx(
+    model: EffkitModel, path: str | Path, cfg: BenchConfig | None = None
+) -> dict[str, Any]:
+    """ONNX Runtime against PyTorch on the same inputs, interleaved (CPU, torch's threads).
+
+    A graph that runs N inputs per row gets a batch rounded up to whole groups of N.
+    """
+    skipped = missing()
+    if skipped is not None:
+        return skipped
+    cfg = (cfg or BenchConfig()).model_copy(update={"device": "cpu"})
+    device = torch.device("cpu")
+    resolved = cfg.resolved(device)
+    size = export_graph(model).group_size
+    rows = resolved.batch_size if size is None else math.ceil(resolved.batch_size / size) * size
+    previous = torch.get_num_threads()
+    if resolved.threads is not None:
+        torch.set_num_threads(resolved.threads)
+    try:
+        env = environment(device)
+        env["onnxruntime"] = package_version("onnxruntime")
+        inputs = make_inputs(rows, resolved.seq_len, model.vocab_size, device=device,
+                             type_vocab_size=model.type_vocab_size,
+                             low_id=low_id_for(model.vocab_size))  # fmt: skip
+        inputs = {k: v for k, v in inputs.items() if k in input_names(model)}
+        models: dict[str, Callable[..., Any]] = {
+            "pytorch": model.cpu().eval(),
+            "onnxruntime": onnx_runner(onnx_session(Path(path)), size),
+        }
+        assert resolved.warmup is not None and resolved.trials is not None
+        assert resolved.batches is not None
+        timings = measure(models, inputs, warmup=resolved.warmup, trials=resolved.trials,
+                          batches=resolved.batches, device=device, progress=False,
+                          min_trial_seconds=resolved.min_trial_seconds)  # fmt: skip
+        env["load_after"] = load_average()
+        settings = {"batch_size": rows, "seq_len": resolved.seq_len, "warmup": resolved.warmup,
+                    "trials": resolved.trials, "batches": resolved.batches,
+                    "min_trial_seconds": resolved.min_trial_seconds,
+                    "threads": torch.get_num_threads(), "device": "cpu"}  # fmt: skip
+    finally:
+        torch.set_num_threads(previous)
+    result = BenchResult(timings=timings, baseline="pytorch", settings=settings, environment=env)
+    return result.to_dict()

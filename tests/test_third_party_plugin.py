@@ -2,7 +2,8 @@
 
 The test writes what ``pip install`` would leave in site-packages: a package folder and its
 ``.dist-info`` with ``entry_points.txt``. The transform is the ``freeze`` example of
-docs/plugins.md; it must validate in a recipe, train with ``fit`` and survive save and load.
+docs/plugins.md, read from the guide; it must validate in a recipe, train with ``fit`` and
+survive save and load.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from plugin_guide import modules
 
 from effkit import registry
 from effkit.data import DataConfig, load_task_data
@@ -23,58 +25,8 @@ from effkit.runner import fit
 
 PACKAGE = "effkit_freeze_example"
 
-# The freeze transform of docs/plugins.md, verbatim.
-FREEZE_SOURCE = '''\
-"""Freeze parameters by name for one stage: embeddings while a new head warms up, say."""
-
-from __future__ import annotations
-
-from fnmatch import fnmatchcase
-from typing import Any
-
-from pydantic import Field, PrivateAttr
-from torch import nn
-
-from effkit import EffkitModel, ModelError, StageContext, Transform
-
-
-class Freeze(Transform):
-    """Freeze the parameters whose names match glob patterns, for one stage."""
-
-    patterns: list[str] = Field(
-        default=["*.embeddings.*"],
-        min_length=1,
-        description="Globs over parameter names, e.g. 'hf.bert.encoder.layer.0.*'.",
-    )
-
-    _params: list[nn.Parameter] = PrivateAttr(default_factory=list)
-
-    def apply(self, model: EffkitModel, ctx: StageContext) -> EffkitModel:
-        if ctx.rebuilding:  # effkit.models.load replays us: nothing structural to redo
-            return model
-        for name, param in model.named_parameters():
-            if param.requires_grad and any(fnmatchcase(name, p) for p in self.patterns):
-                param.requires_grad_(False)
-                self._params.append(param)
-        if not self._params:
-            raise ModelError(
-                f"freeze: no trainable parameter matches {self.patterns}",
-                hint="names look like 'hf.bert.embeddings.word_embeddings.weight'",
-            )
-        return model
-
-    def finalize(self, model: EffkitModel, ctx: StageContext) -> EffkitModel:
-        # requires_grad is not saved, so a freeze that outlived its stage would vanish on resume
-        for param in self._params:
-            param.requires_grad_(True)
-        return model
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "frozen_tensors": len(self._params),
-            "frozen_parameters": sum(p.numel() for p in self._params),
-        }
-'''
+# The freeze transform of docs/plugins.md, read from the guide itself.
+FREEZE_SOURCE = modules()["freeze"]
 
 RECIPE = """\
 name: third-party

@@ -213,25 +213,25 @@ def eval_(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics here.")] = None,
 ) -> None:
     """Score a saved model on labelled data."""
-    import yaml
+    from pydantic import ValidationError
 
     from effkit.data import DataConfig, load_task_data
     from effkit.errors import RecipeError
     from effkit.inference import evaluate_examples
     from effkit.models import load
+    from effkit.recipe import apply_overrides
     from effkit.storage import write_json
 
     model = load(model_dir)
     fields: dict[str, Any] = {"source": data, "max_length": model.max_length}
-    for item in set_ or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise RecipeError(f"--set '{item}' is not FIELD=VALUE")
-        fields[key.strip()] = yaml.safe_load(value)
+    apply_overrides(fields, set_ or [])  # the same PATH=VALUE reading as a recipe's --set
     try:
         cfg = DataConfig.model_validate(fields)
-    except Exception as exc:
-        raise RecipeError(f"data options: {exc}") from None
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'data'}: {e['msg']}" for e in exc.errors()
+        )
+        raise RecipeError(f"data options: {problems}") from None
     splits = split or ["test"]
     for name in splits:
         if name not in ("train", "validation", "test"):

@@ -71,6 +71,10 @@ def test_eval_scores_a_saved_model(trained, tmp_path):
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
+    # a data option that does not exist is one line naming it, as a recipe's --set would be
+    proc = effkit("eval", str(model), "--data", "builtin:synthetic", "--set", "colour=red")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "data options: colour: Extra inputs are not permitted" in " ".join(proc.stderr.split())
 
 
 def test_bench_compares_two_folders(trained, tmp_path):

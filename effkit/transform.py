@@ -92,8 +92,8 @@ def stage_refs(config: BaseModel) -> list[str]:
     """The values of every :data:`StageRef` field of a transform's or objective's config."""
     found: list[str] = []
     for name, info in type(config).model_fields.items():
-        if not (_refers(info.annotation) or any(isinstance(m, StageReference)
-                                                 for m in info.metadata)):  # fmt: skip
+        marked = any(isinstance(m, StageReference) for m in info.metadata)
+        if not (marked or _refers(info.annotation)):
             continue
         value = getattr(config, name)
         values = value if isinstance(value, (list, tuple)) else [value]

@@ -50,9 +50,10 @@ def main(argv: list[str] | None = None) -> int:
                 start = time.perf_counter()
                 layer(x)
                 best[shape] = min(best[shape], time.perf_counter() - start)
+    # four significant digits: a tiny layer on a loaded machine is well under 0.1 GFLOP/s
     rows = [
-        {"in": i, "out": o, "ms": round(best[(i, o)] * 1e3, 3),
-         "gflops": round(2 * args.tokens * i * o / best[(i, o)] / 1e9, 1)}
+        {"in": i, "out": o, "ms": float(f"{best[(i, o)] * 1e3:.4g}"),
+         "gflops": float(f"{2 * args.tokens * i * o / best[(i, o)] / 1e9:.4g}")}
         for i, o in args.shapes
     ]  # fmt: skip
     if args.json:

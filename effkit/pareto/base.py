@@ -10,16 +10,13 @@ from typing import Any
 
 from effkit.bench import BenchConfig
 from effkit.errors import RecipeError, did_you_mean
+from effkit.pareto.space import params_label, set_item, takes, value_label
 from effkit.pareto.spec import (
     BEST_OVERRIDES,
     MAX_CHECKED_COMBINATIONS,
     TRIAL_OVERRIDES,
     SearchSpec,
-    params_label,
-    set_item,
-    takes,
     trial_overrides,
-    value_label,
 )
 from effkit.recipe import (
     Loc,
@@ -65,8 +62,8 @@ class Base:
         )
 
 
-def objective_metric(spec: SearchSpec, recipe: Recipe) -> str:
-    """The validation metric the search maximises."""
+def goal_metric(spec: SearchSpec, recipe: Recipe) -> str:
+    """The validation metric the search maximises (its goal beside throughput)."""
     return spec.objectives.metric or primary_metric(recipe.task.type)
 
 
@@ -74,7 +71,7 @@ def target_metric(spec: SearchSpec, recipe: Recipe) -> str | None:
     """The metric the target constrains (None without a target)."""
     if spec.target is None:
         return None
-    return spec.target.metric or objective_metric(spec, recipe)
+    return spec.target.metric or goal_metric(spec, recipe)
 
 
 def _check_metrics(spec: SearchSpec, recipe: Recipe) -> None:

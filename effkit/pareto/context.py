@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from effkit.pareto.spec import SearchSpec
 
-if TYPE_CHECKING:
-    pass
+HOST = socket.gethostname()
+"""The machine this process runs on: trials record it, and each machine has its own baseline."""
 
 
 @dataclass
@@ -40,12 +41,11 @@ class SearchResult:
 
     @property
     def report(self) -> Path:
+        """The search's ``report.md``."""
         return self.search_dir / "report.md"
 
     @property
     def best_recipe(self) -> Path | None:
+        """``best_recipe.yaml``, once a trial meets the target."""
         path = self.search_dir / "best_recipe.yaml"
         return path if path.is_file() else None
-
-
-# --------------------------------------------------------------------------- storage

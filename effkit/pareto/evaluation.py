@@ -1,4 +1,11 @@
-"""Evaluating one trial: build its recipe, skip duplicates, run it, score it, time it."""
+"""Evaluating one trial (Optuna's trial callable): build its recipe, skip duplicates, run it,
+score it, time it.
+
+A trial's identity is its resolved recipe. A trial whose recipe a completed trial already ran
+reuses that trial's values (``duplicate_of``) instead of running; one whose recipe another
+process is running at that moment is pruned. Only distinct evaluations count towards the budget,
+so a search's ``trials`` is the number of different stacks measured.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +16,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from effkit.errors import RunError, did_you_mean
-from effkit.models import EffkitModel
-from effkit.pareto.base import Base, bench_protocol, objective_metric, target_metric
-from effkit.pareto.context import Context
+from effkit.pareto.base import Base, goal_metric, target_metric
+from effkit.pareto.context import HOST, Context
 from effkit.pareto.locks import SearchLocks
-from effkit.pareto.spec import params_label, trial_overrides
-from effkit.pareto.trials import HOST, set_constraint
+from effkit.pareto.samplers import set_constraint
+from effkit.pareto.space import params_label
+from effkit.pareto.spec import trial_overrides
+from effkit.pareto.throughput import Throughput
 from effkit.recipe import Recipe
 from effkit.runner import Runner
-from effkit.storage import read_json, stable_hash, write_json
+from effkit.storage import stable_hash
 from effkit.transform import SPARSITY
 
 if TYPE_CHECKING:
@@ -42,73 +50,6 @@ def recipe_key(recipe: Recipe) -> str:
     return stable_hash(recipe.model_dump(mode="json", exclude={"name", "description"}))
 
 
-class Throughput:
-    """Measures trial models against the base recipe's starting model, one process at a time."""
-
-    def __init__(self, ctx: Context, base: Base, locks: SearchLocks) -> None:
-        self.ctx = ctx
-        self.protocol = bench_protocol(ctx.spec, base.recipe)
-        self.locks = locks
-        self.baseline_path = ctx.folder / f"baseline-{HOST}.json"
-        self.baseline_key = stable_hash(
-            {"protocol": self.protocol.model_dump(mode="json"),
-             "model": base.recipe.model.model_dump(mode="json")}
-        )  # fmt: skip
-
-    def _bench(self, models: dict[str, EffkitModel], baseline: str | None) -> Any:
-        from effkit.bench import benchmark, resolve_device
-
-        device = resolve_device(self.protocol.device)
-        placed = {name: m.to(device).eval() for name, m in models.items()}
-        first = next(iter(placed.values()))
-        try:
-            return benchmark(
-                placed,
-                self.protocol,
-                vocab_size=first.vocab_size,
-                baseline=baseline,
-                type_vocab_size=first.type_vocab_size,
-                progress=self.ctx.progress and self.ctx.workers == 1,
-            )
-        finally:
-            for m in placed.values():
-                m.to("cpu")
-
-    def _baseline(self, runner: Runner) -> float:
-        """The baseline's samples/s, once per search and machine (the caller holds the lock)."""
-        if self.baseline_path.exists():
-            saved = read_json(self.baseline_path)
-            if saved.get("key") == self.baseline_key:
-                return float(saved["samples_per_s"])
-        result = self._bench({"baseline": runner.initial_model()}, None)
-        rate = result.timings["baseline"].samples_per_s
-        write_json(self.baseline_path, {"key": self.baseline_key, "samples_per_s": rate,
-                                        "host": HOST, **result.to_dict()})  # fmt: skip
-        return float(rate)
-
-    def measure(self, model: EffkitModel, runner: Runner) -> dict[str, Any]:
-        """Samples/s of ``model`` and its ratio to the baseline, with nothing else running."""
-        with self.locks.measuring():
-            if self.ctx.spec.objectives.baseline == "each-trial":
-                result = self._bench({"final": model, "baseline": runner.initial_model()},
-                                     "baseline")  # fmt: skip
-                base_rate = result.timings["baseline"].samples_per_s
-            else:
-                base_rate = self._baseline(runner)
-                result = self._bench({"final": model}, None)
-        timing = result.timings["final"]
-        env = result.environment
-        return {
-            "samples_per_s": timing.samples_per_s,
-            "baseline_samples_per_s": base_rate,
-            "ratio": timing.samples_per_s / base_rate if base_rate > 0 else 0.0,
-            "latency_ms": timing.latency_ms,
-            "threads": result.settings.get("threads"),
-            "load": [env.get("load_before"), env.get("load_after")],
-            "host": HOST,
-        }
-
-
 class TrialEvaluation:
     """Optuna's trial callable: sample, build and validate the recipe, dedupe, run, score,
     measure; returns the trial's goals (validation metric, throughput ratio)."""
@@ -118,7 +59,7 @@ class TrialEvaluation:
         self.spec = ctx.spec
         self.base = base
         self.locks = locks
-        self.metric = objective_metric(ctx.spec, base.recipe)
+        self.metric = goal_metric(ctx.spec, base.recipe)
         self.target_metric = target_metric(ctx.spec, base.recipe)
         self.throughput = Throughput(ctx, base, locks)
         self.last_was_duplicate = False

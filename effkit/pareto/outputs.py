@@ -15,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from effkit.pareto.spec import SearchSpec, normalized, params_label, value_label
+from effkit.pareto.space import normalized, params_label, value_label
+from effkit.pareto.spec import SearchSpec
 from effkit.report import table
 from effkit.storage import write_bytes, write_text
 

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from effkit.pareto.trials import GRACE_S, HEARTBEAT_S, retry_after_heartbeat
-
-if TYPE_CHECKING:
-    pass
-
-
-log = logging.getLogger(__name__)
+from effkit.pareto.recovery import GRACE_S, HEARTBEAT_S, retry_after_heartbeat
 
 
 def make_storage(url: str) -> Any:
@@ -36,6 +29,7 @@ def make_storage(url: str) -> Any:
 
 
 def default_storage(folder: Path, workers: int) -> str:
+    """The folder's own storage: SQLite for one worker, a journal file for several."""
     if workers == 1:
         return f"sqlite:///{(folder / 'study.db').resolve()}"
     return f"journal:{(folder / 'journal.log').resolve()}"

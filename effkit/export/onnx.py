@@ -155,7 +155,7 @@ def export_onnx(
             **graph_facts(path),
         }
         report["check"] = (
-            check_onnx(model, path, batch_size=batch_size, seq_len=seq_len)
+            check_onnx(model, path, batch_size=batch_size, seq_len=seq_len, graph=graph)
             if check
             else {"skipped": "not asked for (--no-check)"}
         )
@@ -163,7 +163,7 @@ def export_onnx(
             cfg = (bench_config or BenchConfig()).model_copy(
                 update={"batch_size": batch_size, "seq_len": seq_len}
             )
-            report["bench"] = bench_onnx(model, path, cfg)
+            report["bench"] = bench_onnx(model, path, cfg, graph=graph)
     finally:
         model.to(device).train(was_training)
     return report

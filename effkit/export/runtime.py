@@ -22,6 +22,7 @@ from effkit.bench import (
 )
 from effkit.errors import ModelError
 from effkit.export.graph import example_inputs, export_graph, input_names, reference_logits
+from effkit.transform import ExportGraph
 from effkit.versions import package_version
 
 if TYPE_CHECKING:
@@ -69,17 +70,23 @@ def onnx_runner(session: Any, group_size: int | None = None) -> Callable[..., An
 
 
 def check_onnx(
-    model: EffkitModel, path: str | Path, *, batch_size: int = 8, seq_len: int = 128
+    model: EffkitModel,
+    path: str | Path,
+    *,
+    batch_size: int = 8,
+    seq_len: int = 128,
+    graph: ExportGraph | None = None,
 ) -> dict[str, Any]:
     """Run the graph with ONNX Runtime and PyTorch on the same random ids; compare the logits.
 
     Two shapes are checked: ``batch_size x seq_len`` and a smaller one. Returns the largest
-    absolute difference over both, or says that ONNX Runtime is not installed.
+    absolute difference over both, or says that ONNX Runtime is not installed. ``graph`` is the
+    model's export graph when the caller has it already.
     """
     skipped = missing()
     if skipped is not None:
         return skipped
-    graph = export_graph(model)
+    graph = graph or export_graph(model)
     run = onnx_runner(onnx_session(Path(path)), graph.group_size)
     sizes = [(batch_size, seq_len), (max(1, batch_size // 2 - 1), max(2, seq_len // 2 + 1))]
     worst = 0.0
@@ -113,7 +120,11 @@ def check_onnx(
 
 
 def bench_onnx(
-    model: EffkitModel, path: str | Path, cfg: BenchConfig | None = None
+    model: EffkitModel,
+    path: str | Path,
+    cfg: BenchConfig | None = None,
+    *,
+    graph: ExportGraph | None = None,
 ) -> dict[str, Any]:
     """ONNX Runtime against PyTorch on the same inputs, interleaved (CPU, torch's threads).
 
@@ -125,7 +136,7 @@ def bench_onnx(
     cfg = (cfg or BenchConfig()).model_copy(update={"device": "cpu"})
     device = torch.device("cpu")
     resolved = cfg.resolved(device)
-    size = export_graph(model).group_size
+    size = (graph or export_graph(model)).group_size
     rows = resolved.batch_size if size is None else math.ceil(resolved.batch_size / size) * size
     previous = torch.get_num_threads()
     if resolved.threads is not None:

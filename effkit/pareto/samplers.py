@@ -8,6 +8,7 @@ the value back from the trial's user attributes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from effkit.pareto.spec import SearchSpec
@@ -34,13 +35,19 @@ def set_constraint(trial: Any, value: float) -> None:
         trial.set_constraint("target", value)
 
 
+def constraints_func(spec: SearchSpec) -> Callable[[Any], list[float]] | None:
+    """The constraint function samplers and plots take: only with a target, and only where
+    trials cannot carry their constraints themselves."""
+    return constraint_values if spec.target is not None and not trial_constraints() else None
+
+
 def make_sampler(spec: SearchSpec, seed_offset: int = 0) -> Any:
     """The spec's sampler, seeded per process so that workers do not propose alike."""
     import optuna
 
     cfg = spec.sampler
     seed = cfg.seed + seed_offset
-    constraints = constraint_values if spec.target is not None and not trial_constraints() else None
+    constraints = constraints_func(spec)
     if cfg.name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if cfg.name == "nsga2":

@@ -28,7 +28,7 @@ from effkit.pareto.best import evaluate_best
 from effkit.pareto.context import Context, SearchResult
 from effkit.pareto.locks import SearchLocks
 from effkit.pareto.recovery import recover
-from effkit.pareto.samplers import constraint_values, make_sampler, trial_constraints
+from effkit.pareto.samplers import constraints_func, make_sampler
 from effkit.pareto.spec import SearchSpec, dump, load_spec
 from effkit.pareto.storage import default_storage, make_storage, owned, shown
 from effkit.pareto.workers import quiet_optuna, run_workers
@@ -161,9 +161,7 @@ def _finish(ctx: Context, base: Base, study: optuna.Study) -> SearchResult:
         protocol=bench_protocol(ctx.spec, base.recipe).model_dump(mode="json"),
         storage=shown(ctx.storage),
         study_name=ctx.study_name,
-        constraints=constraint_values
-        if ctx.spec.target is not None and not trial_constraints()
-        else None,
+        constraints=constraints_func(ctx.spec),
     )
     return SearchResult(ctx.folder, ctx.study_name, ctx.storage, rows, front, best)
 

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from effkit.console import console, out, setup_logging, switches
 from effkit.errors import EffkitError, did_you_mean
+from effkit.pareto.command import checked
 from effkit.pareto.command import search as search_command
 
 app = typer.Typer(
@@ -101,9 +102,13 @@ def validate(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
     set_: SetOption = None,
 ) -> None:
-    """Check a recipe without running it."""
+    """Check a recipe (or a search spec) without running it."""
+    from effkit.pareto.spec import is_search_spec
     from effkit.recipe import load_recipe
 
+    if recipe.is_file() and is_search_spec(recipe):
+        out.print(f"{recipe}: search spec, {checked(recipe, set_ or [])}")
+        return
     spec = load_recipe(recipe, set_ or [])
     steps = sum(s.train.steps for s in spec.stages)
     out.print(f"{recipe}: valid ({len(spec.stages)} stage(s), {steps} training steps)")

@@ -48,6 +48,10 @@ def test_apply_writes_a_report(trained):
 def test_validate_and_plugins_and_schema():
     proc = effkit("validate", "recipes/quickstart.yaml")
     assert proc.returncode == 0 and "valid" in proc.stdout
+    # a search spec is checked as a search spec, not refused as a recipe with unknown fields
+    proc = effkit("validate", "recipes/pareto_search.yaml")
+    assert proc.returncode == 0, proc.stderr
+    assert "search spec, valid (4 parameters" in proc.stdout
     proc = effkit("plugins")
     assert proc.returncode == 0 and "keep-layers" in proc.stdout and "task" in proc.stdout
     proc = effkit("schema")

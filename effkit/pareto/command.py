@@ -12,6 +12,18 @@ from typing import Annotated
 import typer
 
 
+def checked(spec: Path, overrides: list[str]) -> str:
+    """Validate a search spec, its space and its base recipe; say what was checked."""
+    from effkit.pareto.base import check
+    from effkit.pareto.spec import grid_size, load_spec
+
+    loaded = load_spec(spec)
+    check(loaded, overrides)
+    size = grid_size(loaded)
+    sets = f"{size} parameter sets" if size is not None else "a continuous space"
+    return f"valid ({len(loaded.space)} parameters, {sets})"
+
+
 def search(
     spec: Annotated[Path, typer.Argument(help="Search spec YAML file.")],
     trials: Annotated[
@@ -39,14 +51,7 @@ def search(
     from effkit.console import out, switches
 
     if check:
-        from effkit.pareto.base import check as check_spec
-        from effkit.pareto.spec import grid_size, load_spec
-
-        loaded = load_spec(spec)
-        check_spec(loaded, set_ or [])
-        size = grid_size(loaded)
-        sets = f"{size} parameter sets" if size is not None else "a continuous space"
-        out.print(f"{spec}: valid ({len(loaded.space)} parameters, {sets})")
+        out.print(f"{spec}: {checked(spec, set_ or [])}")
         return
 
     from rich.table import Table

@@ -13,6 +13,7 @@ The Python API mirrors the recipe format::
 import importlib
 from typing import TYPE_CHECKING
 
+from effkit.auto import register as _register_auto_classes
 from effkit.errors import (
     DataError,
     EffkitError,
@@ -21,6 +22,7 @@ from effkit.errors import (
     RecipeError,
     RunError,
 )
+from effkit.hardware import native_half
 from effkit.models import EffkitModel, ModelConfig, load, load_model, save
 from effkit.objectives import Objective, TaskObjective
 from effkit.registry import register
@@ -33,6 +35,8 @@ from effkit.transform import (
     StageRef,
     Transform,
 )
+
+_register_auto_classes()  # AutoModelFor...from_pretrained(FOLDER) and pipeline() read them
 
 __all__ = [
     "SPARSITY",
@@ -59,6 +63,7 @@ __all__ = [
     "load",
     "load_model",
     "load_recipe",
+    "native_half",
     "predict",
     "read_text_file",
     "register",

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import RenderableType
 from rich.table import Table
 
 from effkit.console import console, out, setup_logging, switches
@@ -55,19 +56,30 @@ def _metrics_table(metrics: dict[str, dict[str, float]], title: str) -> Table:
     return table
 
 
-def _bench_table(bench: dict[str, Any]) -> Table:
-    table = Table(title="Throughput")
-    for col in ("model", "samples/s", "ms/batch", "vs baseline"):
-        table.add_column(col, justify="right" if col != "model" else "left")
-    for name, timing in bench["timings"].items():
-        ratio = bench.get("ratios", {}).get(name)
-        table.add_row(
-            name,
-            f"{timing['samples_per_s']:.1f}",
-            f"{timing['latency_ms']:.1f}",
-            "" if ratio is None else f"{ratio:.3f}x",
-        )
-    return table
+def _bench_table(bench: dict[str, Any]) -> RenderableType:
+    """The throughput tables: fixed shape, then real data when measured, with their notes."""
+    from rich.console import Group
+
+    from effkit.bench.summary import COLUMNS, lengths_text, notes, rows
+
+    def one(figures: dict[str, Any], title: str, unit: str) -> Table:
+        table = Table(title=title, caption="\n".join(notes(figures)) or None)
+        heads = {"rate": unit, "range": "min-max", "ratio": "vs baseline"}
+        columns = [*COLUMNS, "vs best"] if figures.get("best_runtime") else list(COLUMNS)
+        for col in columns:
+            table.add_column(heads.get(col, col), justify="left" if col == "model" else "right")
+        for row in rows(figures):
+            table.add_row(*(row[col] for col in columns))
+        return table
+
+    parts: list[RenderableType] = [one(bench, "Throughput (fixed shape)", "samples/s")]
+    real = bench.get("realdata")
+    if real:
+        data = real.get("settings", {}).get("data", {})
+        title = (f"Real data: {data.get('source')} {data.get('split')}, {data.get('texts')} "
+                 f"texts, {lengths_text(data.get('lengths') or {})}")  # fmt: skip
+        parts.append(one(real, title, "inputs/s"))
+    return Group(*parts)
 
 
 @app.command()
@@ -179,30 +191,91 @@ def bench(
         Statistic, typer.Option(help="Report the median trial, or the fastest (best).")
     ] = Statistic.median,
     batches: Annotated[int | None, typer.Option(help="Batches per trial.")] = None,
+    min_trial_seconds: Annotated[
+        float, typer.Option(min=0, help="A trial lasts at least this long.")
+    ] = 0.0,
     threads: Annotated[int | None, typer.Option(help="torch threads.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
     memory: Annotated[bool, typer.Option(help="Peak memory per model (subprocess).")] = False,
+    data: Annotated[
+        str | None,
+        typer.Option(help="Also time prediction on this data's texts (as a recipe's data.source)."),
+    ] = None,
+    split: Annotated[str, typer.Option(help="The split of --data to time.")] = "test",
+    data_limit: Annotated[
+        int | None, typer.Option(min=1, help="At most this many texts of --data.")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Data option for --data: text_column=sentence, limit=500..."),
+    ] = None,
+    runtimes: Annotated[
+        bool,
+        typer.Option(
+            "--runtimes",
+            help="Also time the baseline (or the model, without --baseline) in every plain "
+            "runtime: bf16/fp16 where the hardware has them, torch int8, ONNX Runtime; ratios "
+            "against the fastest too.",
+        ),
+    ] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write figures here.")] = None,
 ) -> None:
-    """Measure a model's throughput (and a baseline's, interleaved in the same process)."""
-    from effkit.bench import BenchConfig, compare, resolve_device
+    """Measure a model's throughput (and a baseline's, interleaved in the same process).
+
+    With --data, end-to-end prediction on that data's texts is timed too, in inputs per second.
+    """
+    from pydantic import ValidationError
+
+    from effkit.bench import BenchConfig, compare, load_texts, resolve_device
+    from effkit.data import DataConfig
+    from effkit.errors import RecipeError
     from effkit.models import load
+    from effkit.recipe import apply_overrides
     from effkit.storage import write_json
 
+    if split not in ("train", "validation", "test"):
+        raise RecipeError(
+            f"unknown split '{split}'", hint=did_you_mean(split, ["train", "validation", "test"])
+        )
+    if set_ and data is None:
+        raise RecipeError("--set gives data options, and needs --data")
     cfg = BenchConfig(
         batch_size=batch_size, seq_len=seq_len, warmup=warmup, trials=trials, batches=batches,
         threads=threads, device=device, memory=memory, statistic=statistic.value,
+        min_trial_seconds=min_trial_seconds, data=data or False, data_split=split,
+        data_limit=data_limit,
     )  # fmt: skip
     dev = resolve_device(device)
     folders = {"model": model_dir}
     if baseline is not None:
         folders["baseline"] = baseline
     models = {name: load(path, device=dev) for name, path in folders.items()}
-    data = compare(models, cfg, baseline="baseline" if baseline is not None else None,
-                   folders=folders)  # fmt: skip
-    out.print(_bench_table(data))
+    texts = None
+    if data is not None:
+        fields: dict[str, Any] = {"source": data, "max_length": models["model"].max_length}
+        apply_overrides(fields, set_ or [])  # the same PATH=VALUE reading as effkit eval's
+        try:
+            data_cfg = DataConfig.model_validate(fields)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'data'}: {e['msg']}" for e in exc.errors()
+            )
+            raise RecipeError(f"data options: {problems}") from None
+        if any(item.partition("=")[0].strip() == "max_length" for item in set_ or []):
+            for model in models.values():
+                model.max_length = data_cfg.max_length
+        texts = load_texts(data_cfg, models["model"].task.type, split)
+    reference = "baseline" if baseline is not None else ("model" if runtimes else None)
+    variants = None
+    if runtimes and reference is not None:
+        from effkit.runtimes import baseline_runtimes
+
+        variants = baseline_runtimes(models[reference], dev)
+    data_out = compare(models, cfg, baseline=reference, folders=folders, texts=texts,
+                       runtimes=variants)  # fmt: skip
+    out.print(_bench_table(data_out))
     if json_out is not None:
-        write_json(json_out, data)
+        write_json(json_out, data_out)
 
 
 @app.command(name="eval")
@@ -287,9 +360,13 @@ def predict(
 @app.command(name="export")
 def export_(
     model_dir: Annotated[Path, typer.Argument(help="Saved effkit model folder.")],
-    format_: Annotated[str, typer.Option("--format", help="Export format: onnx.")] = "onnx",
+    format_: Annotated[
+        str,
+        typer.Option("--format", help="onnx, or hf: a stock transformers folder (no effkit)."),
+    ] = "onnx",
     output: Annotated[
-        Path | None, typer.Option(help="Output file (default MODEL_DIR/model.onnx).")
+        Path | None,
+        typer.Option(help="Output file or folder (default MODEL_DIR/model.onnx, MODEL_DIR-hf)."),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Inputs per batch for check and bench.")] = 8,
     seq_len: Annotated[int, typer.Option(help="Tokens per input for check and bench.")] = 128,
@@ -302,7 +379,7 @@ def export_(
     threads: Annotated[int | None, typer.Option(min=1, help="Threads (--bench).")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
 ) -> None:
-    """Export a saved model (plain, pruned or multiplexed) to ONNX and check it against PyTorch."""
+    """Export a saved model to ONNX (every stack) or a stock transformers folder, and check it."""
     from effkit.bench import BenchConfig
     from effkit.export import export_model, summary
     from effkit.storage import write_json

@@ -9,14 +9,23 @@ A model comes from one of these sources:
 - a folder saved by effkit (it holds ``effkit.json``): loaded back exactly, transforms included;
 - any other local folder or hub id: ``transformers`` ``from_pretrained`` (no remote code).
 
-effkit saves a model as a folder: ``config.json`` (the transformers config), ``effkit.json``
-(format version, task, labels, and every transform applied with its config and state),
-``model.safetensors`` and the tokenizer files. ``config.json`` is the config of the model
-*before* any transform (:attr:`EffkitModel.source_config`): loading builds the transformers model
-from it, replays each transform's :meth:`~effkit.transform.Transform.rebuild` in order so that
-pruned, dropped or wrapped parts exist again, then loads the weights strictly. Transforms may
-therefore change the live config as they like; transformers 5 no longer records pruned heads in
-its config anyway, so shapes that differ per layer live in the transforms' state.
+effkit saves a model as a folder (format 2):
+
+- ``config.json``: an :class:`effkit.hf_config.EffkitConfig` (model type ``effkit``): labels,
+  task, and the transformers config of the model *before* any transform
+  (:attr:`EffkitModel.source_config`). ``import effkit`` registers the type with transformers'
+  Auto classes (:mod:`effkit.auto`);
+- ``effkit.json``: format version, task, labels, and every transform applied with its config
+  and state;
+- ``effkit.safetensors``: the weights, under the names of :class:`EffkitModel`'s modules;
+- the tokenizer files, and ``README.md``, the model card (:mod:`effkit.card`).
+
+Loading builds the transformers model from the source config, replays each transform's
+:meth:`~effkit.transform.Transform.rebuild` in order so that pruned, dropped or wrapped parts
+exist again, then loads the weights strictly. Transforms may therefore change the live config as
+they like; transformers 5 no longer records pruned heads in its config anyway, so shapes that
+differ per layer live in the transforms' state. Format 1 folders (``config.json`` the plain
+source config, weights in ``model.safetensors``) load as before.
 """
 
 from __future__ import annotations
@@ -33,7 +42,8 @@ from torch import nn
 
 from effkit import registry
 from effkit.errors import ModelError, did_you_mean
-from effkit.storage import atomic_dir, read_json, write_json
+from effkit.hf_config import WEIGHTS
+from effkit.storage import atomic_dir, read_json, write_json, write_text
 from effkit.task import SEQUENCE, TOKEN, Task, check_task_type
 from effkit.transform import StageContext, Transform
 from effkit.versions import effkit_version
@@ -41,7 +51,8 @@ from effkit.versions import effkit_version
 log = logging.getLogger(__name__)
 
 FORMAT = "effkit-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+WEIGHTS_V1 = "model.safetensors"
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128,
@@ -362,9 +373,16 @@ def _new_head(model: EffkitModel, task: Task) -> EffkitModel:
     return new
 
 
-def save(model: EffkitModel, path: str | Path) -> Path:
-    """Write ``model`` to the folder ``path`` atomically (see the module docstring)."""
+def save(model: EffkitModel, path: str | Path, *, card: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` to the folder ``path`` atomically (see the module docstring).
+
+    ``card`` adds facts to the model card (``README.md``): ``metrics`` (split -> name -> value),
+    ``bench`` (a benchmark's figures), ``data`` (a description of the data), ``recipe``.
+    """
     from safetensors.torch import save_model
+
+    from effkit.card import model_card
+    from effkit.hf_config import hf_config
 
     path = Path(path)
     meta = {
@@ -382,11 +400,12 @@ def save(model: EffkitModel, path: str | Path) -> Path:
         "num_parameters": model.num_parameters(),
     }
     with atomic_dir(path) as tmp:
-        model.source_config.save_pretrained(tmp)
+        hf_config(model).save_pretrained(tmp)
         if model.tokenizer is not None:
             model.tokenizer.save_pretrained(tmp)
-        save_model(model, str(tmp / "model.safetensors"))
+        save_model(model, str(tmp / WEIGHTS))
         write_json(tmp / "effkit.json", meta)
+        write_text(tmp / "README.md", model_card(model, meta, card))
     return path
 
 
@@ -397,6 +416,8 @@ def load(path: str | Path, *, device: str | torch.device = "cpu") -> EffkitModel
     """
     from safetensors.torch import load_model as load_weights
     from transformers import AutoConfig
+
+    from effkit.hf_config import source_config
 
     path = Path(path)
     if not path.is_dir():
@@ -414,7 +435,11 @@ def load(path: str | Path, *, device: str | torch.device = "cpu") -> EffkitModel
             hint="upgrade effkit",
         )
     task = Task.model_validate(meta["task"])
-    config = AutoConfig.from_pretrained(str(path), trust_remote_code=False)
+    version = int(meta.get("format_version", 1))
+    if version >= 2:
+        config = source_config(read_json(path / "config.json").get("source_config", {}))
+    else:
+        config = AutoConfig.from_pretrained(str(path), trust_remote_code=False)
     hf = _hf_auto_class(task.type).from_config(config)
     tokenizer = _load_tokenizer(path) if (path / "tokenizer_config.json").exists() else None
     model = EffkitModel(hf, tokenizer, task, meta.get("source", str(path)))
@@ -427,7 +452,7 @@ def load(path: str | Path, *, device: str | torch.device = "cpu") -> EffkitModel
         model = transform.rebuild(model, ctx)
         model.transforms.append(transform)
     try:
-        load_weights(model, str(path / "model.safetensors"), strict=True)
+        load_weights(model, str(path / (WEIGHTS if version >= 2 else WEIGHTS_V1)), strict=True)
     except (RuntimeError, OSError) as exc:
         raise ModelError(f"weights in '{path}' do not fit the saved structure: {exc}") from exc
     return model.to(device).eval()

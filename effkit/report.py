@@ -39,46 +39,35 @@ def _metrics_section(result: RunResult) -> list[str]:
     return ["## Task metrics", "", table(["split", *names], rows), ""]
 
 
-def _statistic(settings: dict[str, Any]) -> str:
-    """How the trials were summed up, in words."""
-    return "fastest" if settings.get("statistic") == "best" else "median"
+def _figures_table(bench: dict[str, Any], unit: str, params: dict[str, Any]) -> str:
+    from effkit.bench.summary import rows
+
+    heads = ["model", "parameters", unit, "min-max", "spread", "ms/batch", "CPU s/batch",
+             "CPU/wall", "vs baseline", "peak MiB"]  # fmt: skip
+    keys = ["rate", "range", "spread", "ms/batch", "CPU s/batch", "CPU/wall", "ratio", "memory"]
+    if bench.get("best_runtime"):
+        heads.insert(-1, "vs best runtime")
+        keys.insert(-1, "vs best")
+    body = [[r["model"], params.get(r["model"]), *(r[k] for k in keys)] for r in rows(bench)]
+    return table(heads, body)
 
 
 def _bench_section(result: RunResult) -> list[str]:
+    from effkit.bench.summary import notes, protocol_line, realdata_line
+
     bench = result.bench
     if not bench:
         return []
-    settings = bench.get("settings", {})
-    env = bench.get("environment", {})
     params = bench.get("num_parameters", {})
-    rows = []
-    for name, timing in bench.get("timings", {}).items():
-        ratio = (bench.get("ratios") or {}).get(name)
-        rows.append(
-            [
-                name,
-                params.get(name),
-                timing["samples_per_s"],
-                timing["latency_ms"],
-                None if ratio is None else f"{ratio:.3f}x",
-                timing.get("peak_memory_mb"),
-            ]
-        )
-    device = env.get("cuda_device") or env.get("cpu") or settings.get("device")
-    return [
-        "## Throughput",
-        "",
-        f"Batch of {settings.get('batch_size')} inputs x {settings.get('seq_len')} tokens on "
-        f"{settings.get('device')} ({device}), {settings.get('threads')} threads; "
-        f"warm-up {settings.get('warmup')} batches, {_statistic(settings)} of "
-        f"{settings.get('trials')} trials "
-        f"of {settings.get('batches')} batches, models interleaved. "
-        f"torch {env.get('torch')}, transformers {env.get('transformers')}, "
-        f"load average {env.get('load_before')} -> {env.get('load_after')}.",
-        "",
-        table(["model", "parameters", "samples/s", "ms/batch", "vs baseline", "peak MiB"], rows),
-        "",
-    ]
+    lines = ["## Throughput", "", protocol_line(bench), "",
+             _figures_table(bench, "samples/s", params), ""]  # fmt: skip
+    lines += [f"- {note}" for note in notes(bench)]
+    real = bench.get("realdata")
+    if real:
+        lines += ["", "### Real data", "", realdata_line(real), "",
+                  _figures_table(real, "inputs/s", params), ""]  # fmt: skip
+        lines += [f"- {note}" for note in notes(real)]
+    return [*lines, ""] if lines[-1] else lines
 
 
 def _stage_section(result: RunResult) -> list[str]:
@@ -130,6 +119,28 @@ def _stage_section(result: RunResult) -> list[str]:
     return out
 
 
+def _throughput_panel(ax: Any, bench: dict[str, Any]) -> None:
+    """Bars of the reported trial's rate, whiskers from the slowest to the fastest trial."""
+    groups = [("fixed shape", bench.get("timings", {}), "#4c72b0")]
+    real = bench.get("realdata") or {}
+    if real.get("timings"):
+        groups.append(("real data", real["timings"], "#dd8452"))
+    names = list(groups[0][1])
+    width = 0.8 / len(groups)
+    for i, (label, timings, colour) in enumerate(groups):
+        xs = [j + (i - (len(groups) - 1) / 2) * width for j in range(len(names))]
+        figures = [timings.get(n) or {} for n in names]
+        rates = [float(f.get("samples_per_s", 0.0)) for f in figures]
+        low = [r - f.get("min_samples_per_s", r) for f, r in zip(figures, rates, strict=True)]
+        high = [f.get("max_samples_per_s", r) - r for f, r in zip(figures, rates, strict=True)]
+        ax.bar(xs, rates, width, yerr=[low, high], capsize=3, color=colour, label=label)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel("inputs / s (whiskers: slowest to fastest trial)")
+    ax.set_title("Throughput")
+    if len(groups) > 1:
+        ax.legend(fontsize=8)
+
+
 def _plot(result: RunResult) -> str | None:
     curves = {name: rec.get("train", {}).get("history", []) for name, rec in result.stages.items()}
     curves = {k: v for k, v in curves.items() if v}
@@ -159,11 +170,7 @@ def _plot(result: RunResult) -> str | None:
         ax.set_title("Training")
         ax.legend(fontsize=8)
     if timings:
-        ax = next(ax_iter)
-        names = list(timings)
-        ax.bar(names, [timings[n]["samples_per_s"] for n in names], color="#4c72b0")
-        ax.set_ylabel("samples / s")
-        ax.set_title("Throughput")
+        _throughput_panel(next(ax_iter), bench)
     fig.tight_layout()
     path = result.run_dir / "report.png"
     tmp = path.with_name(".report.png.tmp")

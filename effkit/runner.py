@@ -336,8 +336,26 @@ class Runner:
             from effkit.report import write_report
 
             write_report(result)
+            self._write_card(result)
         self.accelerator.wait_for_everyone()
         return result
+
+    def _write_card(self, result: RunResult) -> None:
+        """The final model's card, now with the run's metrics and benchmark."""
+        if not self.recipe.stages:
+            return
+        from effkit.card import rewrite_card
+
+        folder = self.stage_dir(self.recipe.stages[-1].name) / "model"
+        if folder.is_dir():
+            facts = {
+                "name": self.recipe.name,
+                "metrics": result.metrics,
+                "bench": result.bench,
+                "data": f"`{self.recipe.data.source}`" if self.recipe.data else None,
+                "recipe": self.recipe.to_yaml(),
+            }
+            rewrite_card(folder, result.model, facts)
 
     def _run_stage(self, model: EffkitModel, stage: StageConfig) -> EffkitModel:
         with self.guard.stage(self.keys[stage.name]):
@@ -418,7 +436,8 @@ class Runner:
         return metrics
 
     def _benchmark(self, model: EffkitModel, key: str) -> dict[str, Any]:
-        from effkit.bench import compare, resolve_device
+        from effkit.bench import compare, recipe_texts, resolve_device
+        from effkit.runtimes import configured_runtimes
 
         cfg = self.recipe.benchmark
         path = self.run_dir / "bench.json"
@@ -434,20 +453,18 @@ class Runner:
             dirs["final"] = self.stage_dir(self.recipe.stages[-1].name) / "model"
         baseline_name = None
         if cfg.baseline != "none":
-            baseline = (
-                self.initial_model()
-                if cfg.baseline == "initial"
-                else self.resolve_model(cfg.baseline)
-            )
+            initial = self.initial_model if cfg.baseline in ("initial", "best-runtime") else None
+            baseline = initial() if initial else self.resolve_model(cfg.baseline)
             models["baseline"] = baseline.to(device).eval()
             baseline_name = "baseline"
             if cfg.memory:
                 dirs["baseline"] = self.run_dir / "baseline-model"
                 save(baseline, dirs["baseline"])
-        data = {
-            "settings_key": settings_key,
-            **compare(models, cfg, baseline=baseline_name, folders=dirs, progress=self.progress),
-        }
+        texts = recipe_texts(cfg, self.recipe, self.data)  # benchmark.data: real texts too
+        runtimes = configured_runtimes(models.get(baseline_name or ""), device, cfg)
+        data = {"settings_key": settings_key,
+                **compare(models, cfg, baseline=baseline_name, folders=dirs, progress=self.progress,
+                          texts=texts, runtimes=runtimes)}  # fmt: skip
         model.to("cpu")
         write_json(path, data)
         return data

@@ -10,8 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from effkit import registry
 from effkit.data import TaskData
+from effkit.errors import RunError
 from effkit.inference import evaluate_examples
 from effkit.models import EffkitModel, load
 from effkit.objectives import Objective
@@ -25,6 +28,18 @@ def validator(data: TaskData, batch_size: int) -> Any:
         return evaluate_examples(model, data.splits["validation"], batch_size=batch_size)
 
     return validate
+
+
+def _check_trainable(model: EffkitModel, stage: str) -> None:
+    """Refuse to train weights that are no longer float32 (a finished half-precision model)."""
+    kinds = {p.dtype for p in model.parameters() if p.requires_grad and p.is_floating_point()}
+    if kinds - {torch.float32, torch.float64}:
+        names = ", ".join(sorted(str(kind).removeprefix("torch.") for kind in kinds))
+        raise RunError(
+            f"stage '{stage}' would train weights stored in {names}; training runs in float32",
+            hint="put the transform that changes the number format (precision) in the last "
+            "stage, after every stage that trains",
+        )
 
 
 def fit(
@@ -65,6 +80,8 @@ def fit(
     for transform in transforms:
         model = transform.apply(model, ctx)
     model = objective.prepare(model, ctx)
+    if cfg.steps:
+        _check_trainable(model, stage)
     has_validation = data is not None and bool(data.splits.get("validation"))
     validate = None
     if objective.selects_on_validation and has_validation and cfg.eval_every:

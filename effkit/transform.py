@@ -264,6 +264,14 @@ class ExportGraph:
     group_size: int | None = None
     """None: inputs ``[batch, seq]`` and logits ``[batch, ...]``. N: the graph runs N inputs per
     row, inputs ``[groups, N, seq]`` and logits ``[groups, N, ...]``, one row per input."""
+    onnx_quantize: str | None = None
+    """None: the ONNX file holds :attr:`module` as traced. ``"dynamic-int8"`` (one weight scale
+    per output channel) or ``"dynamic-int8-per-tensor"`` (one per layer): after writing, the
+    core quantizes the file with ``onnxruntime.quantization.quantize_dynamic`` (QInt8 weights
+    for every MatMul with constant weights, activations quantized per batch at run time) and
+    checks it against the PyTorch model within the int8 tolerance, not the float one. Set by a
+    transform whose model runs int8 layers; its :attr:`module` holds the float weights they
+    stand for, so that the quantized file computes what the PyTorch model does."""
 
     def fold(self, tensor: torch.Tensor) -> torch.Tensor:
         """A ``[batch, ...]`` tensor in the graph's layout (``batch`` a multiple of the group)."""

@@ -140,3 +140,23 @@ def test_train_speed_times_weight_averaging_beside_each_configuration(tmp_path):
         (1, "no", True),
     ]
     assert rows[0]["ratio"] == 1.0 and rows[1]["inputs_per_s"] > 0
+
+
+def test_self_check_measures_a_model_against_its_copy(tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # the script imports common.py
+    check = script("self_check")
+    out = tmp_path / "self.json"
+    argv = ["--model", "preset:tiny", "--batch-size", "4", "--seq-len", "8", "--warmup", "0",
+            "--trials", "3", "--batches", "1", "--json", str(out)]  # fmt: skip
+    assert check.main(argv) == 0
+    record = json.loads(out.read_text())
+    found = record["check"]
+    assert found["same_architecture"] is True
+    assert set(found["ratios"]) == {"reported", "median", "best", "paired"}
+    assert all(r > 0 for r in found["ratios"].values())
+    assert set(found["spread"]) == {"model", "copy"}
+    assert found["within"] == (abs(found["ratios"]["reported"] - 1.0) <= 0.05)
+    assert record["bench"]["settings"]["trials"] == 3
+    printed = capsys.readouterr().out
+    assert "against a deep copy of itself" in printed and "copy / model:" in printed
+    assert "same architecture: the ratio is 1.0 by construction" in printed

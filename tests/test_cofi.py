@@ -359,7 +359,7 @@ def test_save_and_load_give_the_same_model(tmp_path):
     assert state["ffn"][0] == [] and len(state["ffn"][1]) == 88
     assert len(state["hidden"]) == 61
     # config.json stays the unpruned transformers config that rebuild starts from
-    config = json.loads((tmp_path / "pruned" / "config.json").read_text())
+    config = json.loads((tmp_path / "pruned" / "config.json").read_text())["source_config"]
     assert config["hidden_size"] == 64 and config["intermediate_size"] == 128
     again = load(tmp_path / "pruned")
     with torch.no_grad():

@@ -46,7 +46,7 @@ def test_save_load_round_trip_gives_identical_outputs(tmp_path):
         assert torch.equal(model(**inputs).logits, back(**inputs).logits)
     assert back.task.labels == ["neg", "pos"] and back.max_length == 40
     meta = json.loads((tmp_path / "m" / "effkit.json").read_text())
-    assert meta["format_version"] == 1 and meta["task"]["type"] == "sequence-classification"
+    assert meta["format_version"] == 2 and meta["task"]["type"] == "sequence-classification"
 
 
 def test_a_transformed_model_loads_back_at_its_new_size(tmp_path):
@@ -113,7 +113,7 @@ def test_weights_that_do_not_fit_are_an_error(tmp_path):
     save(load_model("preset:tiny", num_labels=2), tmp_path / "m")
     config_path = tmp_path / "m" / "config.json"
     config = json.loads(config_path.read_text())
-    config["intermediate_size"] = 96
+    config["source_config"]["intermediate_size"] = 96
     config_path.write_text(json.dumps(config))
     with pytest.raises(ModelError, match="do not fit"):
         load(tmp_path / "m")

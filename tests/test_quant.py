@@ -120,7 +120,7 @@ def test_plain_model_is_quantized_except_its_head_and_round_trips(tmp_path):
     assert torch.allclose(logits(model), before, atol=2e-2)
     again = round_trip(model, tmp_path / "q")
     # the format: int8 weights and float scales as ordinary tensors, the layer list in effkit.json
-    with safe_open(str(tmp_path / "q" / "model.safetensors"), "pt") as weights:
+    with safe_open(str(tmp_path / "q" / "effkit.safetensors"), "pt") as weights:
         key = "hf.bert.encoder.layer.0.attention.self.query"
         assert weights.get_tensor(f"{key}.qweight").dtype == torch.int8
         assert weights.get_tensor(f"{key}.scale").dtype == torch.float32

@@ -51,7 +51,7 @@ def test_run_folder_holds_everything(tmp_path, tiny_recipe):
     folder = tmp_path / "run"
     for name in ("recipe.yaml", "manifest.json", "metrics.json", "bench.json", "report.md"):
         assert (folder / name).is_file(), name
-    assert (folder / "stages" / "finetune" / "model" / "model.safetensors").is_file()
+    assert (folder / "stages" / "finetune" / "model" / "effkit.safetensors").is_file()
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["recipe"] == "tiny" and "finetune" in manifest["stages"]
     assert not (folder / "stages" / "finetune" / "checkpoints").exists()

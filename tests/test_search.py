@@ -341,6 +341,34 @@ def test_shipped_pareto_spec_validates():
     assert all(t["name"] != "multiplex" for s in n1.stages for t in s.transforms)  # type: ignore[index]
     student = base.trial_recipe(spec, {"n": 5, "size": "L2", "sparsity": 0.8, "precision": "int8"})
     assert [s.name for s in student.stages] == ["prime", "finetune", "shrink", "prune", "quantize"]
+    half = base.trial_recipe(spec, {"n": 2, "size": "L6", "sparsity": 0.6, "precision": "bf16"})
+    assert half.stages[-1].transforms == [{"name": "precision", "dtype": "bf16"}]
+    assert [t.registered_name() for t in half.stages[-1].build_transforms()] == ["precision"]
+
+
+def test_the_precision_dimension_takes_every_number_format(tmp_path):
+    text = (ROOT / "recipes" / "pareto_search.yaml").read_text()
+    text = text.replace(
+        "recipe: pareto_base.yaml", f"recipe: {ROOT / 'recipes' / 'pareto_base.yaml'}"
+    )
+    fp16 = "fp16: {stages.quantize.transforms: [{name: precision, dtype: fp16}]}"
+    text = text.replace("      int8: {}", f"      int8: {{}}\n      {fp16}")
+    (tmp_path / "spec.yaml").write_text(text)
+    spec = load_spec(tmp_path / "spec.yaml")
+    base = check(spec)
+    formats = {}
+    for choice in ("fp32", "bf16", "fp16", "int8"):
+        recipe = base.trial_recipe(
+            spec, {"n": 1, "size": "L6", "sparsity": 0.0, "precision": choice}
+        )
+        last = recipe.stages[-1]
+        formats[choice] = [t.registered_name() for t in last.build_transforms()]
+    assert formats == {
+        "fp32": [],
+        "bf16": ["precision"],
+        "fp16": ["precision"],
+        "int8": ["quantize"],
+    }
 
 
 # --------------------------------------------------------------------------- a whole search

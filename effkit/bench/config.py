@@ -5,14 +5,22 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 WHERE = "bench"
 
+RUNTIMES = ("fp32", "bf16", "fp16", "int8", "ort-fp32", "ort-int8")
+"""Names of the plain runtimes a baseline can be timed in (see :mod:`effkit.runtimes`)."""
+
 #: Defaults on an accelerator: the paper's protocol.
 GPU_DEFAULTS: dict[str, int] = {"warmup": 10, "trials": 3, "batches": 200}
-#: Defaults on CPU, where one 128x128 batch of a small encoder already takes seconds.
-CPU_DEFAULTS: dict[str, int] = {"warmup": 1, "trials": 3, "batches": 2}
+#: Defaults on CPU, where one 128x128 batch of a small encoder already takes seconds: many short
+#: trials, so that the median trial is one that other work on a shared machine left alone.
+#: Chosen with ``benchmarks/self_check.py`` (all-MiniLM-L6-v2 against a copy of itself, batch
+#: 128 x 128, 2 threads on a 2-core VM at load average 4 to 6): the median of 7 trials of 1
+#: batch read 0.967x to 1.025x over two runs, where 3 trials strayed to 0.887x and 1.177x and
+#: the fastest trial to 1.053x (docs/benchmarks.md, "Protocol").
+CPU_DEFAULTS: dict[str, int] = {"warmup": 1, "trials": 7, "batches": 1}
 
 
 class BenchConfig(BaseModel):
@@ -65,10 +73,49 @@ class BenchConfig(BaseModel):
     baseline: str = Field(
         default="initial",
         description=(
-            "What ratios are relative to: 'initial' (the recipe's starting model), 'none', "
-            "or a saved model folder."
+            "What ratios are relative to: 'initial' (the recipe's starting model), "
+            "'best-runtime' (the starting model in every plain runtime: float32, bf16/fp16 "
+            "where the hardware has the units, torch int8, ONNX Runtime float32 and int8; "
+            "ratios against float32 and against the fastest), 'none', or a saved model folder."
         ),
     )
+    runtimes: list[str] | None = Field(
+        default=None,
+        description="The baseline's runtimes to measure beside it (fp32, bf16, fp16, int8, "
+        "ort-fp32, ort-int8); None: all of them with baseline 'best-runtime', none otherwise.",
+    )
+    data: bool | str = Field(
+        default=False,
+        description=(
+            "Also time end-to-end prediction on real texts (tokenisation, length sorting, "
+            "grouping, padding), in inputs per second: true for the recipe's own data, or a "
+            "data source as in data.source; false: the fixed-shape figure only."
+        ),
+    )
+    data_split: Literal["train", "validation", "test"] = Field(
+        default="test", description="The split whose texts 'data' times."
+    )
+    data_limit: int | None = Field(
+        default=None,
+        ge=1,
+        description="Time at most this many texts of the split (evenly spaced); None: all.",
+    )
+
+    @field_validator("runtimes")
+    @classmethod
+    def _known_runtimes(cls, value: list[str] | None) -> list[str] | None:
+        unknown = [name for name in value or [] if name not in RUNTIMES]
+        if unknown:
+            raise ValueError(f"unknown runtime(s) {unknown}; known: {', '.join(RUNTIMES)}")
+        return value
+
+    def baseline_runtimes(self) -> list[str] | None:
+        """The runtimes to measure the baseline in (None: the baseline as it is only)."""
+        if self.runtimes is not None:
+            return self.runtimes
+        if self.baseline == "best-runtime":
+            return list(RUNTIMES)
+        return None
 
     def resolved(self, device: torch.device) -> BenchConfig:
         """A copy with warmup, trials and batches filled with the defaults for ``device``."""

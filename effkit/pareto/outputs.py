@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from effkit.bench.results import NOISE_THRESHOLD
 from effkit.pareto.space import normalized, params_label, value_label
 from effkit.pareto.spec import SearchSpec
 from effkit.report import table
@@ -47,6 +48,9 @@ def collect(study: Any, spec: SearchSpec, metric: str) -> list[Row]:
                 "ratio": values[1],
                 "samples_per_s": throughput.get("samples_per_s"),
                 "baseline_samples_per_s": throughput.get("baseline_samples_per_s"),
+                "measured_ratio": throughput.get("measured_ratio"),
+                "same_architecture": throughput.get("same_architecture"),
+                "noisy": throughput.get("noisy"),
                 "meets_target": None if spec.target is None or constraint is None
                 else bool(constraint <= 0),
                 "num_parameters": attrs.get("num_parameters"),
@@ -98,7 +102,8 @@ def _csv(rows: list[Row], spec: SearchSpec, front: list[Row]) -> str:
     on_front = {r["number"] for r in front}
     metric = rows[0]["metric_name"] if rows else "metric"
     header = ["number", "state", *(f"params_{n}" for n in spec.space), "label", metric,
-              "throughput_ratio", "samples_per_s", "baseline_samples_per_s", "meets_target",
+              "throughput_ratio", "samples_per_s", "baseline_samples_per_s", "measured_ratio",
+              "same_architecture", "noisy", "meets_target",
               "on_front", "num_parameters", "sparsity_reached", "seconds", "reused_stages",
               "duplicate_of", "retry_of", "run_dir", "note"]  # fmt: skip
     buffer = io.StringIO()
@@ -108,11 +113,27 @@ def _csv(rows: list[Row], spec: SearchSpec, front: list[Row]) -> str:
         writer.writerow(
             [r["number"], r["state"], *(r["params"].get(n) for n in spec.space), r["label"],
              r["metric"], r["ratio"], r["samples_per_s"], r["baseline_samples_per_s"],
-             r["meets_target"], r["number"] in on_front, r["num_parameters"],
+             r["measured_ratio"], r["same_architecture"], r["noisy"], r["meets_target"],
+             r["number"] in on_front, r["num_parameters"],
              r["sparsity_reached"], r["seconds"], r["reused_stages"], r["duplicate_of"],
              r["retry_of"], r["run_dir"], r["note"]]
         )  # fmt: skip
     return buffer.getvalue()
+
+
+def _point_label(row: Row) -> str:
+    """A point's label; a trial of the baseline's architecture sits at 1.0x by construction."""
+    return f"{row['label']} (= baseline)" if row.get("same_architecture") else row["label"]
+
+
+def ratio_cell(row: Row) -> str:
+    """``2.31x``; ``1.00x (same architecture, measured 0.97x)`` for the baseline's architecture."""
+    if row["ratio"] is None:
+        return ""
+    measured = row.get("measured_ratio")
+    if row.get("same_architecture") and isinstance(measured, (int, float)):
+        return f"{row['ratio']:.2f}x (same architecture, measured {measured:.2f}x)"
+    return f"{row['ratio']:.2f}x" + (" (noisy)" if row.get("noisy") else "")
 
 
 def plot(path: Path, rows: list[Row], front: list[Row], best: Row | None, spec: SearchSpec,
@@ -139,7 +160,7 @@ def plot(path: Path, rows: list[Row], front: list[Row], best: Row | None, spec: 
         hollow = r["meets_target"] is False
         ax.scatter([r["ratio"]], [r["metric"]], s=46, zorder=4, color="#d62728",
                    facecolors="white" if hollow else "#d62728", linewidths=1.5)  # fmt: skip
-        ax.annotate(r["label"], (r["ratio"], r["metric"]), textcoords="offset points",
+        ax.annotate(_point_label(r), (r["ratio"], r["metric"]), textcoords="offset points",
                     xytext=(5, 4), fontsize=7)  # fmt: skip
     ax.plot([], [], "-o", color="#d62728", label="Pareto front (hollow: below target)")
     if spec.target is not None:
@@ -250,7 +271,7 @@ def _front_section(front: list[Row], spec: SearchSpec, metric: str, has_png: boo
             f"validation {metric}", "throughput", "samples/s", "meets target"]  # fmt: skip
     rows = [[r["number"], *(value_label(r["params"].get(n)) for n in spec.space),
              *([_reached(r["sparsity_reached"])] if pruned else []), r["metric"],
-             f"{r['ratio']:.2f}x", r["samples_per_s"], _yes(r["meets_target"])]
+             ratio_cell(r), r["samples_per_s"], _yes(r["meets_target"])]
             for r in front]  # fmt: skip
     return [*lines, table(head, rows), ""]
 
@@ -268,7 +289,7 @@ def _trials_section(rows: list[Row], metric: str) -> list[str]:
         "",
     ]
     table_rows = [[r["number"], r["state"], r["label"], r["metric"],
-                   None if r["ratio"] is None else f"{r['ratio']:.2f}x", _yes(r["meets_target"]),
+                   ratio_cell(r), _yes(r["meets_target"]),
                    r["reused_stages"], r["duplicate_of"], r["retry_of"], r["note"][:80]]
                   for r in rows]  # fmt: skip
     head = ["trial", "state", "parameters", f"validation {metric}", "throughput", "meets target",
@@ -309,10 +330,16 @@ def render(
         "",
         f"Batch of {protocol.get('batch_size')} inputs x {protocol.get('seq_len')} tokens on "
         f"{protocol.get('device')}, {protocol.get('threads')} threads, warm-up "
-        f"{protocol.get('warmup')}, median of {protocol.get('trials')} trials of "
+        f"{protocol.get('warmup')}, "
+        f"{'fastest' if protocol.get('statistic') == 'best' else 'median'} of "
+        f"{protocol.get('trials')} trials of "
         f"{protocol.get('batches')} batches (None: the device's defaults). The baseline is the "
         f"base recipe's starting model, measured {baseline}. A measurement holds the search's "
-        "exclusive lock: no other process of the search trains or evaluates while it runs.",
+        "exclusive lock: no other process of the search trains or evaluates while it runs. "
+        "A trial with the baseline's architecture (same tensors, modules and transforms, as an "
+        "unpruned N=1 trial) is 1.00x by construction and is recorded and plotted so; what was "
+        "measured for it is shown beside it, as a reading of the noise. A figure whose trials "
+        f"spread by more than {NOISE_THRESHOLD:.0%} of their median is marked noisy.",
         "",
         "## Files",
         "",

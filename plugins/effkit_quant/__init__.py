@@ -19,7 +19,7 @@ Not quantized, each reported by :meth:`Quantize.describe`:
 The change happens in :meth:`Quantize.finalize`, at the end of its stage: a stage with training
 steps fine-tunes in float32 first. A quantized model cannot be trained further, so quantize
 belongs in a recipe's last stage (``train: {steps: 0}``). The saved model stores the int8
-weights, scales and biases as ordinary tensors in ``model.safetensors``; :meth:`Quantize.state`
+weights, scales and biases as ordinary tensors in ``effkit.safetensors``; :meth:`Quantize.state`
 records which layers were quantized and on which engine, and :meth:`Quantize.rebuild` puts empty
 int8 layers in their place before the weights load, so the loaded model computes exactly what
 the saved one did.
@@ -28,9 +28,12 @@ the saved one did.
 from __future__ import annotations
 
 import logging
+from copy import deepcopy
+from dataclasses import replace
 from fnmatch import fnmatchcase
 from typing import Any, Literal
 
+import torch
 from pydantic import Field, PrivateAttr
 from torch import nn
 
@@ -68,6 +71,28 @@ def _weight_bytes(module: nn.Module) -> int:
     return int(weight.numel() * weight.element_size()) if weight is not None else 0
 
 
+def float_copy(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` with every :class:`Int8Linear` replaced by the float ``nn.Linear`` it
+    stands for (:meth:`Int8Linear.to_float`); ``module`` is left as it is.
+
+    The copy shares every other parameter, buffer and non-module attribute (a tokenizer) with
+    the original, so it costs only the float weights of the int8 layers.
+    """
+    memo: dict[int, Any] = {id(t): t for t in [*module.parameters(), *module.buffers()]}
+    for sub in module.modules():
+        for value in vars(sub).values():
+            if not isinstance(value, (nn.Module, dict, list, tuple, torch.Tensor)):
+                memo[id(value)] = value  # shared, not copied: the tokenizer, configs
+    copy = deepcopy(module, memo)
+    for name, sub in list(copy.named_modules()):
+        if isinstance(sub, Int8Linear):
+            if name:
+                _replace(copy, name, sub.to_float())
+            else:
+                return sub.to_float()
+    return copy
+
+
 def is_quantized(model: nn.Module) -> bool:
     """Whether ``model`` holds int8 layers."""
     return any(isinstance(module, Int8Linear) for module in model.modules())
@@ -103,14 +128,10 @@ class Quantize(Transform):
     # ------------------------------------------------------------------ lifecycle
 
     def export_graph(self, model: EffkitModel, graph: ExportGraph) -> ExportGraph:
-        """torch's int8 CPU kernels have no ONNX translation: refuse, and say what works."""
-        raise ModelError(
-            "the model's 'quantize' transform cannot be exported to ONNX: torch's int8 CPU "
-            "kernels have no ONNX translation",
-            where="export",
-            hint="export the model from the stage before it, then quantize the ONNX file "
-            "with onnxruntime.quantization.quantize_dynamic",
-        )
+        """The graph with float layers holding the dequantized weights, quantized again by ONNX
+        Runtime once written (torch's int8 CPU kernels have no ONNX translation)."""
+        scheme = "dynamic-int8" if self.granularity == "per-channel" else "dynamic-int8-per-tensor"
+        return replace(graph, module=float_copy(graph.module), onnx_quantize=scheme)
 
     def apply(self, model: EffkitModel, ctx: StageContext) -> EffkitModel:
         """Check early (before the stage trains) that the model and the engine can be used."""

@@ -140,6 +140,19 @@ class Int8Linear(nn.Module):
         scale = self.scale[:, None] if self.per_channel else self.scale
         return self.qweight.float() * scale
 
+    @torch.no_grad()
+    def to_float(self) -> nn.Linear:
+        """A float32 ``nn.Linear`` holding the weights these int8 ones stand for, and the bias
+        (what an ONNX export traces, for ONNX Runtime to quantize again)."""
+        linear = nn.Linear(
+            self.in_features, self.out_features, bias=self.bias is not None, device="meta"
+        )
+        linear.weight = nn.Parameter(self.dequantized_weight().cpu(), requires_grad=False)
+        if self.bias is not None:
+            bias = self.bias.detach().float().cpu().clone()
+            linear.bias = nn.Parameter(bias, requires_grad=False)
+        return linear.train(self.training)
+
     def _pack(self) -> Any:
         qweight = self.qweight.detach().cpu()
         scale = self.scale.detach().cpu()

@@ -15,7 +15,8 @@ units, then measures in one interleaved run, at the fixed shape (default: the pa
 
 With ``--data`` it also scores each model on the data's test split (accuracy and the task's
 primary metric) and times end-to-end prediction on the test texts (tokenization, length
-sorting, N-slot grouping, padding) for the models named by ``--realdata``.
+sorting, N-slot grouping, padding) for the models named by ``--realdata``, each truncating at
+its own length unless ``--max-length`` sets one for all.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ from common import header, protocol, protocol_arguments
 
 from effkit import EffkitModel, load, native_half
 from effkit.bench import compare, resolve_device
+from effkit.bench.config import RUNTIMES
 from effkit.runner import stack
+from effkit.runtimes import baseline_runtimes
 
 
 def _pair(text: str) -> tuple[str, Path]:
@@ -76,15 +79,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--realdata", nargs="*", default=None, metavar="NAME",
                         help="time prediction on the test texts for these models (default: "
                         "n1 and every stack in bf16)")  # fmt: skip
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="truncate every model's texts at this many tokens in the real-data "
+                        "timing (default: each model's own length)")  # fmt: skip
     parser.add_argument("--no-bf16", action="store_true", help="leave out the bf16 copies")
     parser.add_argument("--runtimes", nargs="*", default=None,
-                        help="baseline runtimes (default: all of effkit.runtimes)")  # fmt: skip
+                        help="baseline runtimes (default: every one)")  # fmt: skip
     protocol_arguments(parser, trials=5)
     args = parser.parse_args(argv)
     cfg = protocol(args)
 
     models = models_of(args)
-    runtimes = args.runtimes if args.runtimes is not None else None
+    names = args.runtimes if args.runtimes is not None else list(RUNTIMES)
+    runtimes = baseline_runtimes(models["n1"], resolve_device(args.device), names)
     fixed = compare(models, cfg, baseline="n1", runtimes=runtimes, progress=False)
     out: dict[str, Any] = {"fixed_shape": fixed}
     print(header(fixed, "fixed shape"))
@@ -103,6 +110,13 @@ def main(argv: list[str] | None = None) -> int:
                            first.task.type)  # fmt: skip
         chosen = args.realdata or [n for n in models if n == "n1" or n.endswith("+bf16")]
         subset = {name: models[name] for name in chosen}
+        if args.max_length is not None:
+            for model in subset.values():
+                model.max_length = args.max_length
+        lengths = {name: model.max_length for name, model in subset.items()}
+        if len(set(lengths.values())) > 1:
+            print(f"note: the models truncate at different lengths {lengths}; their real-data "
+                  "ratios mix model speed with input length (see --max-length)")  # fmt: skip
         real = compare(subset, cfg, baseline="n1" if "n1" in subset else None, texts=texts,
                        progress=False)  # fmt: skip
         out["real_data"] = real.get("realdata", real)

@@ -224,13 +224,10 @@ def bench(
 
     With --data, end-to-end prediction on that data's texts is timed too, in inputs per second.
     """
-    from pydantic import ValidationError
 
     from effkit.bench import BenchConfig, compare, load_texts, resolve_device
-    from effkit.data import DataConfig
     from effkit.errors import RecipeError
     from effkit.models import load
-    from effkit.recipe import apply_overrides
     from effkit.storage import write_json
 
     if split not in ("train", "validation", "test"):
@@ -252,15 +249,7 @@ def bench(
     models = {name: load(path, device=dev) for name, path in folders.items()}
     texts = None
     if data is not None:
-        fields: dict[str, Any] = {"source": data, "max_length": models["model"].max_length}
-        apply_overrides(fields, set_ or [])  # the same PATH=VALUE reading as effkit eval's
-        try:
-            data_cfg = DataConfig.model_validate(fields)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'data'}: {e['msg']}" for e in exc.errors()
-            )
-            raise RecipeError(f"data options: {problems}") from None
+        data_cfg = _data_options(data, models["model"].max_length, set_)
         if any(item.partition("=")[0].strip() == "max_length" for item in set_ or []):
             for model in models.values():
                 model.max_length = data_cfg.max_length
@@ -278,6 +267,26 @@ def bench(
         write_json(json_out, data_out)
 
 
+def _data_options(source: str, max_length: int, options: list[str] | None) -> Any:
+    """The data config of ``--data SOURCE --set KEY=VALUE ...``, read as a recipe's ``--set``;
+    a bad option is one line naming it."""
+    from pydantic import ValidationError
+
+    from effkit.data import DataConfig
+    from effkit.errors import RecipeError
+    from effkit.recipe import apply_overrides
+
+    fields: dict[str, Any] = {"source": source, "max_length": max_length}
+    apply_overrides(fields, options or [])
+    try:
+        return DataConfig.model_validate(fields)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'data'}: {e['msg']}" for e in exc.errors()
+        )
+        raise RecipeError(f"data options: {problems}") from None
+
+
 @app.command(name="eval")
 def eval_(
     model_dir: Annotated[Path, typer.Argument(help="Saved effkit model folder.")],
@@ -291,25 +300,15 @@ def eval_(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics here.")] = None,
 ) -> None:
     """Score a saved model on labelled data."""
-    from pydantic import ValidationError
 
-    from effkit.data import DataConfig, load_task_data
+    from effkit.data import load_task_data
     from effkit.errors import RecipeError
     from effkit.inference import evaluate_examples
     from effkit.models import load
-    from effkit.recipe import apply_overrides
     from effkit.storage import write_json
 
     model = load(model_dir)
-    fields: dict[str, Any] = {"source": data, "max_length": model.max_length}
-    apply_overrides(fields, set_ or [])  # the same PATH=VALUE reading as a recipe's --set
-    try:
-        cfg = DataConfig.model_validate(fields)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'data'}: {e['msg']}" for e in exc.errors()
-        )
-        raise RecipeError(f"data options: {problems}") from None
+    cfg = _data_options(data, model.max_length, set_)
     splits = split or ["test"]
     for name in splits:
         if name not in ("train", "validation", "test"):

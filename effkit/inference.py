@@ -36,22 +36,35 @@ def batched_logits(
         return []
     pad_id = model.tokenizer.pad_token_id if model.tokenizer is not None else 0
     collate = Collator(pad_token_id=pad_id or 0)
-    order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
     device = model.device
     out: list[torch.Tensor | None] = [None] * len(features)
     was_training = model.training
     model.eval()
-    starts = range(0, len(order), batch_size)
+    batches = length_batches(features, batch_size)
     with torch.inference_mode():
-        for start in tqdm(starts, desc=bar, disable=bar is None, leave=False, unit="batch"):
-            idx = order[start : start + batch_size]
+        for idx in tqdm(batches, desc=bar, disable=bar is None, leave=False, unit="batch"):
             batch = collate([features[i] for i in idx])
             logits = model(**_model_inputs(batch, device)).logits.float().cpu()
-            for row, i in enumerate(idx):
-                length = len(features[i]["input_ids"])
-                out[i] = logits[row, :length] if logits.dim() == 3 else logits[row]
+            own_rows(out, features, idx, logits)
     model.train(was_training)
     return [t for t in out if t is not None]
+
+
+def length_batches(features: list[dict[str, Any]], batch_size: int) -> list[list[int]]:
+    """Indices of ``features`` in batches of ``batch_size``, shortest inputs first (little
+    padding per batch)."""
+    order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def own_rows(
+    out: list[Any], features: list[dict[str, Any]], idx: list[int], logits: torch.Tensor
+) -> None:
+    """Put row ``r`` of a batch's ``logits`` at ``out[idx[r]]``, cut to its input's length for
+    token tasks (rows past ``len(idx)`` are padding and are dropped)."""
+    for row, i in enumerate(idx):
+        length = len(features[i]["input_ids"])
+        out[i] = logits[row, :length] if logits.dim() == 3 else logits[row]
 
 
 def score(
@@ -104,12 +117,19 @@ def predict_texts(
     """
     from effkit.data import encode_texts
 
-    labels = model.task.labels or []
     features = encode_texts(texts, model.tokenizer, model.task.type, model.max_length, pairs=pairs)
     logits = batched_logits(model, features, batch_size=batch_size, bar=bar)
+    return predictions(model.task, texts, features, logits)
+
+
+def predictions(
+    task: Any, texts: list[str], features: list[dict[str, Any]], logits: list[torch.Tensor]
+) -> list[dict[str, Any]]:
+    """The prediction records of :func:`predict_texts` from each text's logits (any runtime)."""
+    labels = task.labels or []
     results: list[dict[str, Any]] = []
     for text, feat, lg in zip(texts, features, logits, strict=True):
-        if model.task.is_token_task:
+        if task.is_token_task:
             words = text.split()
             tags = ["O"] * len(words)
             for pos, word in enumerate(feat["word_ids"]):

@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import logging
+import shutil
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable
@@ -90,8 +91,8 @@ def _ort(
             path = folder / "baseline.int8.onnx"
             quantize_onnx(plain, path, "dynamic-int8")
         return onnx_runner(onnx_session(path), graph.group_size)
-    except EffkitError as exc:
-        return f"could not export the model: {exc.message}"
+    except EffkitError as exc:  # an export the model refuses, or a runtime without the kernels
+        return exc.message
 
 
 def baseline_runtimes(
@@ -105,7 +106,7 @@ def baseline_runtimes(
 
     Returns ``(callables, skipped)``: callables take the model's keyword inputs; ``skipped``
     maps a runtime's name to the reason it is not among them. ONNX files go to ``work_dir``
-    (a temporary folder by default, kept while the callables live).
+    (by default a temporary folder, removed once ONNX Runtime has read them).
     """
     unknown = [name for name in names if name not in RUNTIMES]
     if unknown:
@@ -114,15 +115,19 @@ def baseline_runtimes(
     folder = work_dir or Path(tempfile.mkdtemp(prefix="effkit-runtimes-"))
     model = model.eval()
     made: dict[str, Callable[..., Any] | str] = {}
-    for name in names:
-        if name == "fp32":
-            made[name] = model
-        elif name in HALF:
-            made[name] = _half(model, name, device)
-        elif name == "int8":
-            made[name] = _torch_int8(model, device)
-        else:
-            made[name] = _ort(model, name, folder, device)
+    try:
+        for name in names:
+            if name == "fp32":
+                made[name] = model
+            elif name in HALF:
+                made[name] = _half(model, name, device)
+            elif name == "int8":
+                made[name] = _torch_int8(model, device)
+            else:  # a session holds its graph in memory once made
+                made[name] = _ort(model, name, folder, device)
+    finally:
+        if work_dir is None:
+            shutil.rmtree(folder, ignore_errors=True)
     ready = {name: value for name, value in made.items() if not isinstance(value, str)}
     skipped = {name: value for name, value in made.items() if isinstance(value, str)}
     for name, why in skipped.items():

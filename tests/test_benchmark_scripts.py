@@ -160,3 +160,26 @@ def test_self_check_measures_a_model_against_its_copy(tmp_path, capsys, monkeypa
     printed = capsys.readouterr().out
     assert "against a deep copy of itself" in printed and "copy / model:" in printed
     assert "same architecture: the ratio is 1.0 by construction" in printed
+
+
+def test_deploy_speed_compares_stacks_with_every_baseline_runtime(tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # the script imports common.py
+    from effkit import load_model, save
+    from effkit.runner import stack
+    from effkit_mux import Multiplex
+
+    torch.manual_seed(0)
+    save(load_model("preset:tiny", labels=["a", "b"]), tmp_path / "n1")
+    save(stack(load_model("preset:tiny", labels=["a", "b"]), [Multiplex(n=2)]), tmp_path / "n2")
+    deploy = script("deploy_speed")
+    argv = ["--n1", str(tmp_path / "n1"), "--stack", f"n2={tmp_path / 'n2'}",
+            "--runtimes", "fp32", "int8", "--batch-size", "4", "--seq-len", "16",
+            "--trials", "2", "--batches", "1", "--json", str(tmp_path / "out.json")]  # fmt: skip
+    assert deploy.main(argv) == 0
+    fixed = json.loads((tmp_path / "out.json").read_text())["fixed_shape"]
+    assert {"n1", "n2", "n1@int8"} <= set(fixed["timings"])
+    assert fixed["best_runtime"] in ("n1", "n1@int8")
+    assert all(t["ratio_best"] > 0 for t in fixed["timings"].values())
+    assert "vs best N=1 runtime" in capsys.readouterr().out

@@ -159,3 +159,19 @@ def test_a_half_precision_teacher_distills_a_float32_student(tmp_path):
     last = record["train"]["history"][-1]
     assert any("distill" in key for key in last), last
     assert all(torch.isfinite(torch.tensor(float(v))) for v in last.values())
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_half_precision_exports_to_onnx(tmp_path, dtype):
+    pytest.importorskip("onnxscript")
+    pytest.importorskip("onnxruntime")
+    from effkit.export import export_onnx
+
+    save(tiny(Multiplex(n=2), Precision(dtype=dtype)), tmp_path / "m")
+    report = export_onnx(tmp_path / "m", batch_size=4, seq_len=16)
+    assert report["group_size"] == 2 and (tmp_path / "m" / "model.onnx").is_file()
+    if dtype == "fp16":  # ONNX Runtime's CPU provider runs float16 graphs
+        assert report["check"]["ok"] and report["check"]["max_abs_diff"] <= 1e-4
+    else:  # ... and has no bfloat16 kernels: said, not a traceback
+        assert "bfloat16" in report["check"]["skipped"]
+        assert "onnx.checker" in report["check"]["skipped"]

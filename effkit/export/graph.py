@@ -19,6 +19,8 @@ runner) follows from that number.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -122,3 +124,24 @@ def reference_logits(
     finally:
         model.inference_seed = seed
     return graph.fold(logits)
+
+
+def model_and_output(
+    model_or_dir: EffkitModel | str | Path,
+    path: str | Path | None,
+    default: Callable[[Path], Path],
+) -> tuple[EffkitModel, Path, Path | None]:
+    """The model to export, where to write it and its folder (None for a model object).
+
+    A folder is loaded and ``default(folder)`` is the output unless ``path`` is given; a model
+    object needs ``path``.
+    """
+    from effkit.errors import EffkitError
+    from effkit.models import EffkitModel, load
+
+    if isinstance(model_or_dir, EffkitModel):
+        if path is None:
+            raise EffkitError("give the output path when exporting a model object", where=WHERE)
+        return model_or_dir, Path(path), None
+    folder = Path(model_or_dir)
+    return load(folder), Path(path) if path is not None else default(folder), folder

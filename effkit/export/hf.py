@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from effkit.errors import EffkitError, ModelError
-from effkit.export.graph import WHERE, example_inputs, reference_logits
+from effkit.errors import ModelError
+from effkit.export.graph import WHERE, example_inputs, model_and_output, reference_logits
 from effkit.transform import ExportGraph
 
 if TYPE_CHECKING:
@@ -171,21 +171,25 @@ def export_hf(
     ``path`` defaults to ``MODEL_DIR-hf`` beside a model folder. Returns a JSON-ready report:
     the folder, the class, and the check (largest logit difference after loading it back).
     """
+    model, output, _ = model_and_output(
+        model_or_dir, path, lambda folder: folder.with_name(folder.name + "-hf")
+    )
+    was_training, device = model.training, model.device
+    try:
+        return _write(model.cpu().eval(), output, batch_size, seq_len, check)
+    finally:
+        model.to(device).train(was_training)
+
+
+def _write(
+    model: EffkitModel, path: Path, batch_size: int, seq_len: int, check: bool
+) -> dict[str, Any]:
+    """:func:`export_hf` for a model on the CPU in eval mode."""
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
-    from effkit.models import EffkitModel, load
     from effkit.storage import atomic_dir
     from effkit.task import TOKEN
 
-    if isinstance(model_or_dir, EffkitModel):
-        if path is None:
-            raise EffkitError("give the output folder when exporting a model object", where=WHERE)
-        model = model_or_dir
-    else:
-        model = load(model_or_dir)
-        path = Path(str(model_or_dir).rstrip("/") + "-hf") if path is None else path
-    path = Path(path)
-    model.cpu().eval()
     stock = stock_model(model)
     with quiet_transformers(), atomic_dir(path) as tmp:
         stock.save_pretrained(tmp)

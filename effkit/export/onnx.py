@@ -28,7 +28,7 @@ import torch
 
 from effkit.bench import BenchConfig
 from effkit.errors import EffkitError, ModelError
-from effkit.export.graph import WHERE, example_inputs, export_graph, input_names
+from effkit.export.graph import WHERE, example_inputs, export_graph, input_names, model_and_output
 from effkit.export.runtime import INSTALL_HINT, bench_onnx, check_onnx
 from effkit.transform import ExportGraph
 from effkit.versions import effkit_version
@@ -229,21 +229,11 @@ def export_onnx(
     when asked for. ``bench_config`` sets the timing protocol; its batch size and
     sequence length are ``batch_size`` and ``seq_len``.
     """
-    from effkit.models import EffkitModel, load
-
     if batch_size < 1 or seq_len < 2:
         raise EffkitError(f"need batch_size >= 1 and seq_len >= 2, got {batch_size} and "
                           f"{seq_len}", where=WHERE)  # fmt: skip
-    model_dir: Path | None = None
-    if isinstance(model_or_dir, EffkitModel):
-        if path is None:
-            raise EffkitError("give the output path when exporting a model object", where=WHERE)
-        model = model_or_dir
-    else:
-        model_dir = Path(model_or_dir)
-        model = load(model_dir)
-        path = model_dir / "model.onnx" if path is None else path
-    path = Path(path)
+    model, output, model_dir = model_and_output(model_or_dir, path, lambda d: d / "model.onnx")
+    path = output
     graph = export_graph(model)
     was_training, device = model.training, model.device
     model.cpu().eval()

@@ -115,14 +115,13 @@ class OnnxModel:
     ) -> list[torch.Tensor]:
         """Logits for encoded inputs (``input_ids``, ``attention_mask``...), in order."""
         from effkit.data import Collator
+        from effkit.inference import length_batches, own_rows
 
         if batch_size < 1:
             raise ModelError(f"batch_size must be at least 1, got {batch_size}")
         collate = Collator(pad_token_id=self.tokenizer.pad_token_id or 0)
-        order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
         out: list[torch.Tensor] = [torch.empty(0)] * len(features)
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
+        for idx in length_batches(features, batch_size):
             batch = collate([features[idx[row]] for row in self.rows(len(idx))])
             feed = {}
             for name in self.inputs:
@@ -135,9 +134,7 @@ class OnnxModel:
             logits = torch.from_numpy(self.session.run(["logits"], feed)[0])
             if self.group_size is not None:
                 logits = logits.reshape(-1, *logits.shape[2:])
-            for row, i in enumerate(idx):  # an input's own row comes before any copy of it
-                length = len(features[i]["input_ids"])
-                out[i] = logits[row, :length] if logits.dim() == 3 else logits[row]
+            own_rows(out, features, idx, logits)  # an input's own row precedes its copies
         return out
 
     def predict(
@@ -148,24 +145,9 @@ class OnnxModel:
         per whitespace-separated word; words past the length limit get ``"O"``) for token
         tasks."""
         from effkit.data import encode_texts
+        from effkit.inference import predictions
 
-        labels = self.task.labels or []
         features = encode_texts(texts, self.tokenizer, self.task.type, self.max_length,
                                 pairs=pairs)  # fmt: skip
-        results: list[dict[str, Any]] = []
-        for text, feat, lg in zip(texts, features, self.feature_logits(features,
-                                  batch_size=batch_size), strict=True):  # fmt: skip
-            if self.task.is_token_task:
-                words = text.split()
-                tags = ["O"] * len(words)
-                for pos, word in enumerate(feat["word_ids"]):
-                    if word >= 0:
-                        tags[word] = labels[int(lg[pos].argmax())]
-                results.append({"tokens": words, "tags": tags})
-                continue
-            probs = lg.softmax(-1)
-            best = int(probs.argmax())
-            scores = {name: round(float(p), 6) for name, p in zip(labels, probs, strict=True)}
-            results.append({"label": labels[best], "score": round(float(probs[best]), 6),
-                            "scores": scores})  # fmt: skip
-        return results
+        logits = self.feature_logits(features, batch_size=batch_size)
+        return predictions(self.task, texts, features, logits)

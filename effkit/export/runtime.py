@@ -50,13 +50,29 @@ def missing() -> dict[str, str] | None:
     return None
 
 
+class NoKernels(ModelError):
+    """ONNX Runtime's CPU provider cannot run the graph (a bfloat16 graph, say): the file is
+    fine, the runtime here lacks kernels for it."""
+
+
 def onnx_session(path: str | Path, threads: int | None = None) -> Any:
-    """An ONNX Runtime CPU session with as many intra-op threads as torch uses (or ``threads``)."""
+    """An ONNX Runtime CPU session with as many intra-op threads as torch uses (or ``threads``);
+    :class:`NoKernels` when the CPU provider has no implementation for some node."""
     ort = importlib.import_module("onnxruntime")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        if "NOT_IMPLEMENTED" not in str(exc):
+            raise
+        reason = str(exc).split(":")[-1].strip()
+        raise NoKernels(
+            f"ONNX Runtime's CPU provider cannot run '{path}' ({reason}); bfloat16 graphs need "
+            "a provider with bfloat16 kernels (CUDA)",
+            where=str(path),
+        ) from None
 
 
 def onnx_runner(session: Any, group_size: int | None = None) -> Callable[..., Any]:
@@ -101,7 +117,13 @@ def check_onnx(
     if skipped is not None:
         return skipped
     graph = graph or export_graph(model)
-    run = onnx_runner(onnx_session(Path(path)), graph.group_size)
+    try:
+        run = onnx_runner(onnx_session(Path(path)), graph.group_size)
+    except NoKernels as exc:
+        import onnx
+
+        onnx.checker.check_model(str(path))  # the file itself must be a valid graph
+        return {"skipped": f"{exc.message}; the graph passed onnx.checker"}
     sizes = [(batch_size, seq_len), (max(1, batch_size // 2 - 1), max(2, seq_len // 2 + 1))]
     worst = error = 0.0
     agree = total = 0
@@ -161,6 +183,10 @@ def bench_onnx(
     skipped = missing()
     if skipped is not None:
         return skipped
+    try:
+        session = onnx_session(Path(path))
+    except NoKernels as exc:
+        return {"skipped": exc.message}
     cfg = (cfg or BenchConfig()).model_copy(update={"device": "cpu"})
     device = torch.device("cpu")
     resolved = cfg.resolved(device)
@@ -178,7 +204,7 @@ def bench_onnx(
         inputs = {k: v for k, v in inputs.items() if k in input_names(model)}
         models: dict[str, Callable[..., Any]] = {
             "pytorch": model.cpu().eval(),
-            "onnxruntime": onnx_runner(onnx_session(Path(path)), size),
+            "onnxruntime": onnx_runner(session, size),
         }
         assert resolved.warmup is not None and resolved.trials is not None
         assert resolved.batches is not None

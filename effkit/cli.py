@@ -183,18 +183,18 @@ class Statistic(str, Enum):
 def bench(
     model_dir: Annotated[Path, typer.Argument(help="Saved effkit model folder.")],
     baseline: Annotated[Path | None, typer.Option(help="Model folder to compare with.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Inputs per batch.")] = 128,
-    seq_len: Annotated[int, typer.Option(help="Tokens per input.")] = 128,
-    warmup: Annotated[int | None, typer.Option(help="Warm-up batches per model.")] = None,
-    trials: Annotated[int | None, typer.Option(help="Timed trials.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Inputs per batch.")] = 128,
+    seq_len: Annotated[int, typer.Option(min=2, help="Tokens per input.")] = 128,
+    warmup: Annotated[int | None, typer.Option(min=0, help="Warm-up batches per model.")] = None,
+    trials: Annotated[int | None, typer.Option(min=1, help="Timed trials.")] = None,
     statistic: Annotated[
         Statistic, typer.Option(help="Report the median trial, or the fastest (best).")
     ] = Statistic.median,
-    batches: Annotated[int | None, typer.Option(help="Batches per trial.")] = None,
+    batches: Annotated[int | None, typer.Option(min=1, help="Batches per trial.")] = None,
     min_trial_seconds: Annotated[
         float, typer.Option(min=0, help="A trial lasts at least this long.")
     ] = 0.0,
-    threads: Annotated[int | None, typer.Option(help="torch threads.")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch threads.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
     memory: Annotated[bool, typer.Option(help="Peak memory per model (subprocess).")] = False,
     data: Annotated[
@@ -296,7 +296,7 @@ def eval_(
         list[str] | None,
         typer.Option("--set", help="Data option: text_column=sentence, max_length=256..."),
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Inputs per batch.")] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, help="Inputs per batch.")] = 64,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics here.")] = None,
 ) -> None:
     """Score a saved model on labelled data."""
@@ -335,7 +335,7 @@ def predict(
     input: Annotated[
         str, typer.Option("--input", "-i", help="Text file, one input per line; - for stdin.")
     ] = "-",
-    batch_size: Annotated[int, typer.Option(help="Inputs per batch.")] = 32,
+    batch_size: Annotated[int, typer.Option(min=1, help="Inputs per batch.")] = 32,
 ) -> None:
     """Predict raw text, one input per line; writes one JSON line per input, in order."""
     from effkit.errors import DataError
@@ -367,8 +367,12 @@ def export_(
         Path | None,
         typer.Option(help="Output file or folder (default MODEL_DIR/model.onnx, MODEL_DIR-hf)."),
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Inputs per batch for check and bench.")] = 8,
-    seq_len: Annotated[int, typer.Option(help="Tokens per input for check and bench.")] = 128,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Inputs per batch for check and bench.")
+    ] = 8,
+    seq_len: Annotated[
+        int, typer.Option(min=2, help="Tokens per input for check and bench.")
+    ] = 128,
     check: Annotated[
         bool, typer.Option("--check/--no-check", help="Compare with PyTorch (onnxruntime).")
     ] = True,
@@ -422,6 +426,14 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(2)
         if isinstance(exc, (click.exceptions.Abort, typer.Abort)):
             sys.exit(130)
+        from pydantic import ValidationError
+
+        if isinstance(exc, ValidationError) and not switches.debug:
+            for err in exc.errors():
+                field = ".".join(str(part) for part in err["loc"]) or exc.title
+                console.print(f"[bold red]invalid value:[/bold red] {field}: {err['msg']}",
+                              highlight=False, soft_wrap=True)  # fmt: skip
+            sys.exit(2)
         raise
 
 

@@ -167,6 +167,23 @@ class EffkitModel(nn.Module):
         return self.hf.config
 
     @property
+    def max_positions(self) -> int | None:
+        """The most tokens one input can have (absolute position embeddings), or None.
+
+        RoBERTa-style embeddings count positions from ``padding_idx + 1``, so their usable
+        length is that much less than ``max_position_embeddings``.
+        """
+        count = getattr(self.config, "max_position_embeddings", None)
+        if not isinstance(count, int):
+            return None
+        base = getattr(self.hf, getattr(self.hf, "base_model_prefix", ""), None)
+        embeddings = getattr(base, "embeddings", None)
+        offset = getattr(embeddings, "padding_idx", None)
+        if isinstance(offset, int) and hasattr(embeddings, "position_embeddings"):
+            count -= offset + 1
+        return count
+
+    @property
     def base(self) -> Any:
         """The transformers base model under the task head (``BertModel``, ``RobertaModel``...).
 

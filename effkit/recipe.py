@@ -230,25 +230,51 @@ class Recipe(BaseModel):
 # --------------------------------------------------------------------------- YAML positions
 
 
-def _line_map(text: str) -> dict[Loc, int]:
-    """Map each path in a YAML document to its 1-based line."""
+MAX_YAML_BYTES = 1 << 20
+"""The largest recipe or search spec read (1 MiB; the shipped ones are about 2 KiB)."""
+MAX_YAML_NODES = 100_000
+"""The most values a document may hold once its aliases are expanded (a bound on alias bombs)."""
+
+
+def _checked_lines(root: yaml.Node, source: str) -> dict[Loc, int]:
+    """Map each path in a composed YAML document to its 1-based line.
+
+    Walking the tree expands aliases, so it also bounds the document's expanded size (an
+    alias bomb is refused after :data:`MAX_YAML_NODES` values, in milliseconds, instead of
+    exhausting memory) and refuses a key given twice in one mapping, naming both lines.
+    """
     lines: dict[Loc, int] = {}
+    count = 0
 
     def walk(node: yaml.Node, loc: Loc) -> None:
-        lines[loc] = node.start_mark.line + 1
+        nonlocal count
+        count += 1
+        if count > MAX_YAML_NODES:
+            raise RecipeError(
+                f"the YAML document expands to more than {MAX_YAML_NODES:,} values",
+                where=f"{source}:{node.start_mark.line + 1}",
+                hint="aliases (*name) multiply what they refer to; write the values out",
+            )
+        lines.setdefault(loc, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
             for key, value in node.value:
                 k = str(key.value)
-                lines[(*loc, k)] = key.start_mark.line + 1
+                line = key.start_mark.line + 1
+                if k in seen and key.tag != "tag:yaml.org,2002:merge":
+                    raise RecipeError(
+                        f"key '{k}' is given twice in one mapping (lines {seen[k]} and {line})",
+                        where=f"{source}:{line}",
+                        hint="keep one of them",
+                    )
+                seen[k] = line
                 walk(value, (*loc, k))
-                lines[(*loc, k)] = key.start_mark.line + 1
+                lines[(*loc, k)] = line
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
                 walk(item, (*loc, i))
 
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
-    if root is not None:
-        walk(root, ())
+    walk(root, ())
     return lines
 
 
@@ -448,10 +474,24 @@ def _exists(data: Any, loc: Loc) -> bool:
 
 
 def read_yaml(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
-    """The YAML document in ``text`` and the line of each of its paths; a syntax error is a
-    :class:`RecipeError` at ``source:line:column``."""
+    """The YAML document in ``text`` and the line of each of its paths.
+
+    A syntax error, a document over :data:`MAX_YAML_BYTES`, one that expands past
+    :data:`MAX_YAML_NODES` values, or a key given twice is a :class:`RecipeError` at
+    ``source:line``.
+    """
+    size = len(text.encode("utf-8", errors="replace"))
+    if size > MAX_YAML_BYTES:
+        raise RecipeError(
+            f"the file is {size:,} bytes; a recipe or search spec is at most {MAX_YAML_BYTES:,}",
+            where=source,
+        )
     try:
-        return yaml.safe_load(text), _line_map(text)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if root is None:
+            return None, {}
+        lines = _checked_lines(root, source)
+        return yaml.SafeLoader(text).get_single_data(), lines
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
@@ -479,6 +519,8 @@ def parse_recipe(
 def read_recipe_text(path: str | Path) -> str:
     """The text of a recipe file; a RecipeError naming the file when it cannot be read."""
     path = Path(path)
+    if path.is_dir():
+        raise RecipeError(f"recipe '{path}' is a folder, not a YAML file")
     if not path.is_file():
         raise RecipeError(f"recipe file '{path}' does not exist")
     try:

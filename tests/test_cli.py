@@ -114,6 +114,17 @@ def test_bench_compares_two_folders(trained, tmp_path):
         (["bench", "missing-model-dir", "--statistic", "fastest"], "'fastest' is not one of"),
         (["bench", "missing-model-dir", "--trials", "many"], "valid integer"),
         (["eval", "missing-model-dir", "--data", "builtin:synthetic"], "does not exist"),
+        (["apply", "tests"], "is a folder, not a YAML file"),
+        (
+            ["eval", "m", "--data", "builtin:synthetic", "--batch-size", "0"],
+            "greater than or equal to 1",
+        ),
+        (["predict", "m", "--batch-size", "0"], "greater than or equal to 1"),
+        (["bench", "m", "--batch-size", "0"], "greater than or equal to 1"),
+        (["bench", "m", "--seq-len", "0"], "greater than or equal to 2"),
+        (["bench", "m", "--trials", "0"], "greater than or equal to 1"),
+        (["bench", "m", "--warmup", "-1"], "greater than or equal to 0"),
+        (["export", "m", "--seq-len", "1"], "greater than or equal to 2"),
     ],
 )
 def test_bad_input_exits_2_with_one_message(args, expected):
@@ -121,6 +132,13 @@ def test_bad_input_exits_2_with_one_message(args, expected):
     assert proc.returncode == 2, proc.stderr
     assert expected in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_bench_longer_than_the_model_can_read_is_refused(trained):
+    model = trained / "stages" / "finetune" / "model"
+    proc = effkit("bench", str(model), "--seq-len", "100000", "--trials", "1")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "seq_len 100000 is longer than model 'model' can read" in " ".join(proc.stderr.split())
 
 
 def test_bad_recipe_writes_nothing(tmp_path):

@@ -82,6 +82,39 @@ def test_malformed_yaml_names_line_and_column():
     assert message.startswith("r.yaml:") and "malformed YAML" in message
 
 
+def test_a_key_given_twice_is_refused_naming_both_lines():
+    message = error(GOOD.replace("steps: 20", "steps: 20\n      steps: 30"))
+    assert message.startswith("r.yaml:16")
+    assert "key 'steps' is given twice" in message and "lines 15 and 16" in message
+
+
+def test_yaml_merge_keys_are_not_duplicates():
+    recipe = parse(GOOD.replace("steps: 20", "<<: {warmup_ratio: 0.2}\n      steps: 20"))
+    assert recipe.stage("finetune").train.warmup_ratio == 0.2
+
+
+def test_an_alias_bomb_is_refused_quickly_without_expanding_it():
+    import time
+
+    levels = ["a: &a [" + ", ".join(["x"] * 9) + "]"]
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        levels.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    start = time.perf_counter()
+    message = error("\n".join(levels) + "\n")  # 9**9 = 387 million values if expanded
+    assert time.perf_counter() - start < 1.0
+    assert "expands to more than 100,000 values" in message and "aliases" in message
+
+
+def test_a_huge_document_is_refused_before_parsing():
+    message = error("name: x\n" + "# padding\n" * 200_000)
+    assert "bytes; a recipe or search spec is at most" in message
+
+
+def test_a_recipe_path_that_is_a_folder_says_so(tmp_path):
+    with pytest.raises(RecipeError, match="is a folder, not a YAML file"):
+        load_recipe(tmp_path)
+
+
 def test_unknown_field_names_line_path_and_closest_field():
     message = error(GOOD.replace("lr: 1.0e-3", "learning_rate: 1.0e-3"))
     assert "r.yaml:16" in message

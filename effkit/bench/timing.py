@@ -268,6 +268,15 @@ def benchmark(
             where=WHERE,
             hint=did_you_mean(baseline, list(models)),
         )
+    for name, model in models.items():
+        positions = getattr(model, "max_positions", None)
+        if isinstance(positions, int) and cfg.seq_len > positions:
+            raise EffkitError(
+                f"seq_len {cfg.seq_len} is longer than model '{name}' can read "
+                f"({positions} positions)",
+                where=WHERE,
+                hint=f"measure at seq_len <= {positions}",
+            )
     device = resolve_device(cfg.device)
     resolved = cfg.resolved(device)
     assert resolved.warmup is not None

@@ -215,6 +215,8 @@ def parse_spec(text: str, *, source: str = "<search spec>", root: Path | None = 
 def load_spec(path: str | Path) -> SearchSpec:
     """Read and validate a search spec file (the base recipe is checked by :func:`check`)."""
     path = Path(path)
+    if path.is_dir():
+        raise RecipeError(f"search spec '{path}' is a folder, not a YAML file")
     if not path.is_file():
         raise RecipeError(f"search spec '{path}' does not exist")
     try:
@@ -227,8 +229,8 @@ def load_spec(path: str | Path) -> SearchSpec:
 def is_search_spec(path: str | Path) -> bool:
     """Whether a YAML file is a search spec rather than a recipe (it has a ``space``)."""
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        data, _ = read_yaml(Path(path).read_text(encoding="utf-8"), str(path))
+    except (OSError, RecipeError, UnicodeDecodeError):
         return False
     return isinstance(data, dict) and "space" in data and "recipe" in data
 

@@ -32,6 +32,7 @@ from common import header, protocol, protocol_arguments
 from effkit import EffkitModel, load, native_half
 from effkit.bench import compare, resolve_device
 from effkit.bench.config import RUNTIMES
+from effkit.errors import EffkitError
 from effkit.runner import stack
 from effkit.runtimes import baseline_runtimes
 
@@ -52,8 +53,12 @@ def models_of(args: argparse.Namespace) -> dict[str, EffkitModel]:
     models: dict[str, EffkitModel] = {}
     for name, folder in [("n1", args.n1), *args.stack]:
         models[name] = load(folder, device=device)
-        if bf16:
+        if not bf16 or any(t.name == "precision" for t in models[name].transforms):
+            continue
+        try:
             models[f"{name}+bf16"] = stack(load(folder), [Precision(dtype="bf16")]).to(device)
+        except EffkitError as exc:  # an int8 stack, for one: one number format per model
+            print(f"{name}: no bf16 copy ({exc.message})")
     return models
 
 
@@ -109,7 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         texts = load_texts(DataConfig(source=args.data, max_length=first.max_length),
                            first.task.type)  # fmt: skip
         chosen = args.realdata or [n for n in models if n == "n1" or n.endswith("+bf16")]
-        subset = {name: models[name] for name in chosen}
+        missing = [name for name in chosen if name not in models]
+        if missing:
+            print(f"--realdata: no model named {', '.join(missing)}; measured: {', '.join(models)}")
+        subset = {name: models[name] for name in chosen if name in models}
         if args.max_length is not None:
             for model in subset.values():
                 model.max_length = args.max_length

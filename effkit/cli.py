@@ -339,21 +339,44 @@ def predict(
 ) -> None:
     """Predict raw text, one input per line; writes one JSON line per input, in order."""
     from effkit.errors import DataError
-    from effkit.models import load
+    from effkit.models import load, require_effkit_dir
 
-    model = load(model_dir)
+    require_effkit_dir(model_dir)
     if input == "-":
-        lines = sys.stdin.read().splitlines()
+        lines = _text_lines(sys.stdin.buffer.read(), "standard input")
     else:
         path = Path(input)
+        if path.is_dir():
+            raise DataError(f"input '{path}' is a folder; give a text file, or - for stdin")
         if not path.is_file():
             raise DataError(f"input file '{path}' does not exist")
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = _text_lines(path.read_bytes(), str(path))
     texts = [line for line in lines if line.strip()]
     if not texts:
         raise DataError("no input text (one input per non-empty line)")
+    model = load(model_dir)
     for text, result in zip(texts, model.predict(texts, batch_size=batch_size), strict=True):
         sys.stdout.write(json.dumps({"text": text, **result}, ensure_ascii=False) + "\n")
+
+
+def _text_lines(raw: bytes, where: str) -> list[str]:
+    """The lines of UTF-8 text in ``raw``; a DataError naming the first byte that is not text."""
+    from effkit.errors import DataError
+
+    hint = "give UTF-8 text, one input per line"
+    if b"\x00" in raw:
+        offset = raw.index(b"\x00")
+        raise DataError(f"binary data: a NUL byte at offset {offset}", where=where, hint=hint)
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(
+            f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at offset {exc.start} (line {line})",
+            where=where,
+            hint=hint,
+        ) from None
+    return text.splitlines()
 
 
 @app.command(name="export")

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -426,16 +427,8 @@ def save(model: EffkitModel, path: str | Path, *, card: dict[str, Any] | None = 
     return path
 
 
-def load(path: str | Path, *, device: str | torch.device = "cpu") -> EffkitModel:
-    """Exactly the model :func:`save` wrote to ``path``: its transforms, shapes and weights.
-
-    Only effkit folders; :func:`load_model` reads any source as a starting model for a task.
-    """
-    from safetensors.torch import load_model as load_weights
-    from transformers import AutoConfig
-
-    from effkit.hf_config import source_config
-
+def require_effkit_dir(path: str | Path) -> Path:
+    """``path`` as a Path when it is an effkit model folder; a ModelError saying what it is not."""
     path = Path(path)
     if not path.is_dir():
         raise ModelError(f"model folder '{path}' does not exist")
@@ -444,19 +437,44 @@ def load(path: str | Path, *, device: str | torch.device = "cpu") -> EffkitModel
             f"'{path}' is not an effkit model folder (no effkit.json)",
             hint="use load_model() for transformers folders and hub ids",
         )
-    meta = read_json(path / "effkit.json")
+    return path
+
+
+def load(path: str | Path, *, device: str | torch.device = "cpu") -> EffkitModel:
+    """Exactly the model :func:`save` wrote to ``path``: its transforms, shapes and weights.
+
+    Only effkit folders; :func:`load_model` reads any source as a starting model for a task.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_model as load_weights
+    from transformers import AutoConfig
+
+    from effkit.hf_config import source_config
+
+    path = require_effkit_dir(path)
+    meta = _saved_json(path / "effkit.json")
     if meta.get("format") != FORMAT or int(meta.get("format_version", 0)) > FORMAT_VERSION:
         raise ModelError(
             f"'{path}' has format {meta.get('format')} v{meta.get('format_version')}; this "
             f"effkit reads {FORMAT} up to v{FORMAT_VERSION}",
             hint="upgrade effkit",
         )
-    task = Task.model_validate(meta["task"])
-    version = int(meta.get("format_version", 1))
+    try:
+        task = Task.model_validate(meta["task"])
+        version = int(meta.get("format_version", 1))
+    except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError included
+        raise ModelError(
+            f"'{path / 'effkit.json'}' does not describe a task: {exc}",
+            hint="the file was edited or damaged: save the model again",
+        ) from None
     if version >= 2:
-        config = source_config(read_json(path / "config.json").get("source_config", {}))
+        config = source_config(_saved_json(path / "config.json").get("source_config", {}))
     else:
-        config = AutoConfig.from_pretrained(str(path), trust_remote_code=False)
+        _saved_json(path / "config.json")
+        try:
+            config = AutoConfig.from_pretrained(str(path), trust_remote_code=False)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"'{path / 'config.json'}' is not a model config: {exc}") from None
     hf = _hf_auto_class(task.type).from_config(config)
     tokenizer = _load_tokenizer(path) if (path / "tokenizer_config.json").exists() else None
     model = EffkitModel(hf, tokenizer, task, meta.get("source", str(path)))
@@ -468,8 +486,31 @@ def load(path: str | Path, *, device: str | torch.device = "cpu") -> EffkitModel
         transform.load_state(entry.get("state", {}))
         model = transform.rebuild(model, ctx)
         model.transforms.append(transform)
+    weights = path / (WEIGHTS if version >= 2 else WEIGHTS_V1)
+    if not weights.is_file():
+        raise ModelError(f"the weights file '{weights}' is missing", hint=_RESAVE)
     try:
-        load_weights(model, str(path / (WEIGHTS if version >= 2 else WEIGHTS_V1)), strict=True)
+        load_weights(model, str(weights), strict=True)
+    except SafetensorError as exc:
+        raise ModelError(
+            f"'{weights}' is not a complete safetensors file ({exc})", hint=_RESAVE
+        ) from None
     except (RuntimeError, OSError) as exc:
         raise ModelError(f"weights in '{path}' do not fit the saved structure: {exc}") from exc
     return model.to(device).eval()
+
+
+_RESAVE = "the folder is damaged or was copied in part: copy or save it again"
+
+
+def _saved_json(file: Path) -> dict[str, Any]:
+    """A JSON object from a saved folder; a ModelError naming the file when it is missing or bad."""
+    try:
+        data = read_json(file)
+    except FileNotFoundError:
+        raise ModelError(f"'{file}' is missing", hint=_RESAVE) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"'{file}' is not valid JSON ({exc})", hint=_RESAVE) from None
+    if not isinstance(data, dict):
+        raise ModelError(f"'{file}' is not a JSON object", hint=_RESAVE)
+    return data

@@ -68,6 +68,25 @@ def test_predict_reads_stdin_and_writes_json_lines_in_order(trained):
     assert all(r["label"] in {"alpha", "beta", "gamma"} for r in rows)
 
 
+def test_predict_refuses_input_that_is_not_text(trained, tmp_path):
+    model = str(trained / "stages" / "finetune" / "model")
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("first line\ncaf\xe9\n".encode("latin-1"))
+    binary = tmp_path / "blob.bin"
+    binary.write_bytes(bytes(range(256)) * 4)
+    cases = [
+        (["-i", str(latin1)], None, "not UTF-8 text: byte 0xe9 at offset 14 (line 2)"),
+        (["-i", str(binary)], None, "binary data: a NUL byte at offset 0"),
+        (["-i", str(tmp_path)], None, "is a folder; give a text file"),
+        ([], "\x00\x01 bytes", "standard input: binary data"),
+    ]
+    for args, stdin, expected in cases:
+        proc = effkit("predict", model, *args, stdin=stdin)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert expected in " ".join(proc.stderr.split()) and "Traceback" not in proc.stderr
+        assert proc.stdout == ""
+
+
 def test_eval_scores_a_saved_model(trained, tmp_path):
     model = trained / "stages" / "finetune" / "model"
     proc = effkit("eval", str(model), "--data", "builtin:synthetic", "--split", "test",

@@ -47,3 +47,64 @@ def test_a_folder_from_a_newer_format_is_refused_with_one_message(tmp_path: Path
     (folder / "effkit.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="format effkit-model v99; this effkit reads"):
         load(folder)
+
+
+def _truncate(file: Path) -> None:
+    data = file.read_bytes()
+    file.write_bytes(data[: len(data) // 2])
+
+
+def _pickle_as_weights(file: Path) -> None:
+    import pickle
+
+    file.write_bytes(pickle.dumps({"weight": [1.0, 2.0]}))
+
+
+DAMAGE = {
+    "truncated weights": ("weights", _truncate, "is not a complete safetensors file"),
+    "a pickle as weights": ("weights", _pickle_as_weights, "is not a complete safetensors file"),
+    "no weights": ("weights", Path.unlink, "the weights file .* is missing"),
+    "no config.json": ("config.json", Path.unlink, r"config\.json' is missing"),
+    "malformed effkit.json": (
+        "effkit.json",
+        lambda f: f.write_text('{"format": '),
+        r"effkit\.json' is not valid JSON",
+    ),
+    "effkit.json not an object": (
+        "effkit.json",
+        lambda f: f.write_text("[1, 2]"),
+        "is not a JSON object",
+    ),
+    "effkit.json without a task": (
+        "effkit.json",
+        lambda f: f.write_text('{"format": "effkit-model", "format_version": 2}'),
+        "does not describe a task",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def saved_v2(tmp_path_factory) -> Path:
+    from effkit.models import ModelConfig, load_model, save
+
+    model = load_model(ModelConfig(source="preset:tiny"), task="sequence-classification",
+                       labels=["a", "b"])  # fmt: skip
+    return save(model, tmp_path_factory.mktemp("v2") / "plain")
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_damaged_folder_is_one_message_naming_the_file(damage, version, saved_v2, tmp_path):
+    import shutil
+
+    from effkit import ModelError
+    from effkit.hf_config import WEIGHTS
+    from effkit.models import WEIGHTS_V1
+
+    source = SAVED / "v1" / "plain" if version == "v1" else saved_v2
+    folder = shutil.copytree(source, tmp_path / "model")
+    name, harm, message = DAMAGE[damage]
+    weights = WEIGHTS_V1 if version == "v1" else WEIGHTS
+    harm(folder / (weights if name == "weights" else name))
+    with pytest.raises(ModelError, match=message):
+        load(folder)

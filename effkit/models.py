@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -42,9 +41,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from effkit import registry
+from effkit.checks import RESAVE, is_effkit_dir, require_effkit_dir, saved_json
 from effkit.errors import ModelError, did_you_mean
 from effkit.hf_config import WEIGHTS
-from effkit.storage import atomic_dir, read_json, write_json, write_text
+from effkit.storage import atomic_dir, write_json, write_text
 from effkit.task import SEQUENCE, TOKEN, Task, check_task_type
 from effkit.transform import StageContext, Transform
 from effkit.versions import effkit_version
@@ -294,11 +294,6 @@ def _label_maps(labels: list[str]) -> dict[str, Any]:
     }
 
 
-def is_effkit_dir(path: str | Path) -> bool:
-    """True when ``path`` is a folder saved by effkit."""
-    return (Path(path) / "effkit.json").is_file()
-
-
 def load_model(
     source: str | ModelConfig,
     *,
@@ -427,19 +422,6 @@ def save(model: EffkitModel, path: str | Path, *, card: dict[str, Any] | None = 
     return path
 
 
-def require_effkit_dir(path: str | Path) -> Path:
-    """``path`` as a Path when it is an effkit model folder; a ModelError saying what it is not."""
-    path = Path(path)
-    if not path.is_dir():
-        raise ModelError(f"model folder '{path}' does not exist")
-    if not is_effkit_dir(path):
-        raise ModelError(
-            f"'{path}' is not an effkit model folder (no effkit.json)",
-            hint="use load_model() for transformers folders and hub ids",
-        )
-    return path
-
-
 def load(path: str | Path, *, device: str | torch.device = "cpu") -> EffkitModel:
     """Exactly the model :func:`save` wrote to ``path``: its transforms, shapes and weights.
 
@@ -452,7 +434,7 @@ def load(path: str | Path, *, device: str | torch.device = "cpu") -> EffkitModel
     from effkit.hf_config import source_config
 
     path = require_effkit_dir(path)
-    meta = _saved_json(path / "effkit.json")
+    meta = saved_json(path / "effkit.json")
     if meta.get("format") != FORMAT or int(meta.get("format_version", 0)) > FORMAT_VERSION:
         raise ModelError(
             f"'{path}' has format {meta.get('format')} v{meta.get('format_version')}; this "
@@ -468,9 +450,9 @@ def load(path: str | Path, *, device: str | torch.device = "cpu") -> EffkitModel
             hint="the file was edited or damaged: save the model again",
         ) from None
     if version >= 2:
-        config = source_config(_saved_json(path / "config.json").get("source_config", {}))
+        config = source_config(saved_json(path / "config.json").get("source_config", {}))
     else:
-        _saved_json(path / "config.json")
+        saved_json(path / "config.json")
         try:
             config = AutoConfig.from_pretrained(str(path), trust_remote_code=False)
         except (OSError, ValueError) as exc:
@@ -488,29 +470,13 @@ def load(path: str | Path, *, device: str | torch.device = "cpu") -> EffkitModel
         model.transforms.append(transform)
     weights = path / (WEIGHTS if version >= 2 else WEIGHTS_V1)
     if not weights.is_file():
-        raise ModelError(f"the weights file '{weights}' is missing", hint=_RESAVE)
+        raise ModelError(f"the weights file '{weights}' is missing", hint=RESAVE)
     try:
         load_weights(model, str(weights), strict=True)
     except SafetensorError as exc:
         raise ModelError(
-            f"'{weights}' is not a complete safetensors file ({exc})", hint=_RESAVE
+            f"'{weights}' is not a complete safetensors file ({exc})", hint=RESAVE
         ) from None
     except (RuntimeError, OSError) as exc:
         raise ModelError(f"weights in '{path}' do not fit the saved structure: {exc}") from exc
     return model.to(device).eval()
-
-
-_RESAVE = "the folder is damaged or was copied in part: copy or save it again"
-
-
-def _saved_json(file: Path) -> dict[str, Any]:
-    """A JSON object from a saved folder; a ModelError naming the file when it is missing or bad."""
-    try:
-        data = read_json(file)
-    except FileNotFoundError:
-        raise ModelError(f"'{file}' is missing", hint=_RESAVE) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"'{file}' is not valid JSON ({exc})", hint=_RESAVE) from None
-    if not isinstance(data, dict):
-        raise ModelError(f"'{file}' is not a JSON object", hint=_RESAVE)
-    return data

@@ -26,8 +26,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
+from effkit.checks import check_max_length
 from effkit.data import TaskData, load_task_data
-from effkit.errors import DataError, RecipeError, RunError
+from effkit.errors import DataError, RunError
 from effkit.inference import evaluate_examples
 from effkit.metrics import mean_std
 from effkit.models import EffkitModel, is_effkit_dir, load, load_model, save
@@ -280,14 +281,7 @@ class Runner:
         model = load_model(cfg, task=self.recipe.task.type, labels=labels)
         if self.recipe.data is not None:
             model.max_length = self.recipe.data.max_length
-            positions = model.max_positions
-            if positions is not None and model.max_length > positions:
-                raise RecipeError(
-                    f"data.max_length {model.max_length} is longer than the model can read "
-                    f"({positions} positions)",
-                    where="data.max_length",
-                    hint=f"use max_length <= {positions}",
-                )
+            check_max_length(model, model.max_length, "data.max_length")
         return model
 
     # ------------------------------------------------------------------ the run

@@ -30,13 +30,8 @@ from pydantic import (
 from effkit.bench import BenchConfig
 from effkit.errors import RecipeError
 from effkit.pareto.space import Param, Scalar, set_item
-from effkit.recipe import (
-    NAME,
-    Loc,
-    read_yaml,
-    source_location,
-    validation_error,
-)
+from effkit.recipe import NAME, source_location, validation_error
+from effkit.yaml_io import Loc, read_yaml
 
 #: Combinations of a discrete space up to this many are each validated before the search starts.
 MAX_CHECKED_COMBINATIONS = 512

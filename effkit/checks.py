@@ -1,0 +1,58 @@
+"""Checks of a saved model folder and of a model's limits, each failing with one message.
+
+A folder a user points effkit at may be missing, half copied, edited by hand or not effkit's;
+these checks say which file is wrong and what would be right instead of a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from effkit.errors import ModelError, RecipeError
+from effkit.storage import read_json
+
+
+def is_effkit_dir(path: str | Path) -> bool:
+    """True when ``path`` is a folder saved by effkit."""
+    return (Path(path) / "effkit.json").is_file()
+
+
+def require_effkit_dir(path: str | Path) -> Path:
+    """``path`` as a Path when it is an effkit model folder; a ModelError saying what it is not."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelError(f"model folder '{path}' does not exist")
+    if not is_effkit_dir(path):
+        raise ModelError(
+            f"'{path}' is not an effkit model folder (no effkit.json)",
+            hint="use load_model() for transformers folders and hub ids",
+        )
+    return path
+
+
+RESAVE = "the folder is damaged or was copied in part: copy or save it again"
+
+
+def saved_json(file: Path) -> dict[str, Any]:
+    """A JSON object from a saved folder; a ModelError naming the file when it is missing or bad."""
+    try:
+        data = read_json(file)
+    except FileNotFoundError:
+        raise ModelError(f"'{file}' is missing", hint=RESAVE) from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise ModelError(f"'{file}' is not valid JSON ({exc})", hint=RESAVE) from None
+    if not isinstance(data, dict):
+        raise ModelError(f"'{file}' is not a JSON object", hint=RESAVE)
+    return data
+
+
+def check_max_length(model: Any, max_length: int, where: str) -> None:
+    """A RecipeError when ``max_length`` tokens exceed what ``model`` can read."""
+    positions = getattr(model, "max_positions", None)
+    if isinstance(positions, int) and max_length > positions:
+        raise RecipeError(
+            f"{where} {max_length} is longer than the model can read ({positions} positions)",
+            where=where,
+            hint=f"use max_length <= {positions}",
+        )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from effkit.errors import ModelError, RecipeError
+from effkit.errors import EffkitError, ModelError, RecipeError
 from effkit.storage import read_json
 
 
@@ -47,12 +47,14 @@ def saved_json(file: Path) -> dict[str, Any]:
     return data
 
 
-def check_max_length(model: Any, max_length: int, where: str) -> None:
-    """A RecipeError when ``max_length`` tokens exceed what ``model`` can read."""
+def check_max_length(
+    model: Any, max_length: int, where: str, *, error: type[EffkitError] = RecipeError
+) -> None:
+    """An ``error`` when ``max_length`` tokens per input exceed what ``model`` can read."""
     positions = getattr(model, "max_positions", None)
     if isinstance(positions, int) and max_length > positions:
-        raise RecipeError(
+        raise error(
             f"{where} {max_length} is longer than the model can read ({positions} positions)",
             where=where,
-            hint=f"use max_length <= {positions}",
+            hint=f"use {where} <= {positions}",
         )

@@ -251,7 +251,10 @@ def bench(
     if data is not None:
         data_cfg = _data_options(data, models["model"].max_length, set_)
         if any(item.partition("=")[0].strip() == "max_length" for item in set_ or []):
+            from effkit.checks import check_max_length
+
             for model in models.values():
+                check_max_length(model, data_cfg.max_length, "max_length")
                 model.max_length = data_cfg.max_length
         texts = load_texts(data_cfg, models["model"].task.type, split)
     reference = "baseline" if baseline is not None else ("model" if runtimes else None)

@@ -15,6 +15,7 @@ from effkit.bench.config import WHERE, BenchConfig
 from effkit.bench.environment import environment, load_average, resolve_device, synchronize
 from effkit.bench.inputs import low_id_for, make_inputs
 from effkit.bench.results import BenchResult, Timing, reported_trials
+from effkit.checks import check_max_length
 from effkit.errors import EffkitError, did_you_mean
 
 logger = logging.getLogger(__name__)
@@ -268,15 +269,8 @@ def benchmark(
             where=WHERE,
             hint=did_you_mean(baseline, list(models)),
         )
-    for name, model in models.items():
-        positions = getattr(model, "max_positions", None)
-        if isinstance(positions, int) and cfg.seq_len > positions:
-            raise EffkitError(
-                f"seq_len {cfg.seq_len} is longer than model '{name}' can read "
-                f"({positions} positions)",
-                where=WHERE,
-                hint=f"measure at seq_len <= {positions}",
-            )
+    for model in models.values():
+        check_max_length(model, cfg.seq_len, "seq_len", error=EffkitError)
     device = resolve_device(cfg.device)
     resolved = cfg.resolved(device)
     assert resolved.warmup is not None

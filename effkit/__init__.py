@@ -31,6 +31,7 @@ from effkit.transform import (
     SPARSITY,
     ExportGraph,
     FollowsHiddenPruning,
+    ModelFacts,
     StageContext,
     StageRef,
     Transform,
@@ -48,6 +49,7 @@ __all__ = [
     "FollowsHiddenPruning",
     "ModelConfig",
     "ModelError",
+    "ModelFacts",
     "Objective",
     "PluginError",
     "RecipeError",
@@ -65,6 +67,7 @@ __all__ = [
     "load_recipe",
     "native_half",
     "predict",
+    "preflight",
     "read_text_file",
     "register",
     "run",
@@ -81,6 +84,7 @@ _LAZY = {
     "fit": "effkit.stage",
     "stack": "effkit.stage",
     "predict": "effkit.runner",
+    "preflight": "effkit.preflight",
     "search": "effkit.pareto",
     "load_recipe": "effkit.recipe",
     "Collator": "effkit.data",
@@ -92,6 +96,7 @@ _LAZY = {
 if TYPE_CHECKING:
     from effkit.data import Collator, encode, encode_texts, read_text_file
     from effkit.pareto import search
+    from effkit.preflight import preflight
     from effkit.recipe import load_recipe
     from effkit.runner import predict, run
     from effkit.stage import fit, stack

@@ -2,19 +2,29 @@
 
 A checkpoint folder holds the model's weights, the optimizer and scheduler state, the random
 state a step starts from, the progress record (steps, history, validation), the best weights
-selection kept so far and, with weight averaging, the average. Folders are written atomically.
+selection kept so far and, with weight averaging, the average. Folders are written atomically;
+a stage keeps its last checkpoint (``last``) and the one before (``previous``), so that a
+damaged last checkpoint leaves an intact one to resume from (:func:`find` says which).
 """
 
 from __future__ import annotations
 
+import logging
+import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from effkit.averaging import WeightAverage
+from effkit.checks import weights_problem
 from effkit.errors import RunError
 from effkit.storage import atomic_dir, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+LAST, PREVIOUS = "last", "previous"
 
 
 def save(
@@ -33,7 +43,7 @@ def save(
     from safetensors.torch import save_file, save_model
 
     extra: dict[str, Any] = {}
-    with atomic_dir(path) as tmp:
+    with atomic_dir(path, keep=path.with_name(PREVIOUS)) as tmp:
         save_model(model, str(tmp / "model.safetensors"))
         if best_state is not None:
             save_file({k: v.contiguous() for k, v in best_state.items()},
@@ -52,6 +62,64 @@ def save(
             tmp / "state.pt",
         )
         write_json(tmp / "progress.json", {"step": step, "key": key, **extra, **progress})
+
+
+def problem(path: Path) -> str | None:
+    """What is wrong with the checkpoint folder ``path`` (a file missing, cut short or not what
+    it should be), or None when every file reads. Reads headers and indexes only."""
+    try:
+        progress = read_json(path / "progress.json")
+    except FileNotFoundError:
+        return "progress.json is missing"
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return f"progress.json is not valid JSON ({exc})"
+    if not isinstance(progress, dict) or not isinstance(progress.get("step"), int):
+        return "progress.json holds no step count"
+    for name in ("model.safetensors", "best.safetensors", "average.safetensors"):
+        if name == "model.safetensors" or (path / name).exists():
+            found = weights_problem(path / name)
+            if found:
+                return found.replace(f"'{path / name}'", name)
+    try:
+        with zipfile.ZipFile(path / "state.pt") as archive:
+            archive.namelist()
+    except (OSError, zipfile.BadZipFile) as exc:
+        return f"state.pt cannot be read ({exc})"
+    return None
+
+
+def find(folder: Path, key: str, *, tidy: bool = True) -> Path | None:
+    """The checkpoint of ``folder`` to resume from, or None to start the stage afresh.
+
+    The last checkpoint, or the one before it when a process ended while replacing the last.
+    A checkpoint of another configuration (``key``) is discarded; a damaged one is a
+    :class:`RunError` that says what is wrong and offers the choices: resume from the earlier
+    checkpoint when it is intact, or restart the stage. ``tidy``: remove what is discarded
+    (only one process of a multi-process run does).
+    """
+    if tidy:
+        for stale in folder.glob(f".{LAST}.*.tmp"):  # a save that was stopped half-way
+            shutil.rmtree(stale, ignore_errors=True)
+    found = [folder / name for name in (LAST, PREVIOUS) if (folder / name).is_dir()]
+    if not found:
+        return None
+    wrong = problem(found[0])
+    if wrong is None:
+        if read_json(found[0] / "progress.json").get("key") == key:
+            return found[0]
+        log.warning("discarding the checkpoints of another configuration in '%s'", folder)
+        if tidy:
+            shutil.rmtree(folder, ignore_errors=True)
+        return None
+    intact = next((p for p in found[1:] if problem(p) is None), None)
+    restart = f"delete '{folder}' to restart the stage"
+    if intact is not None:
+        step = read_json(intact / "progress.json")["step"]
+        hint = (f"delete '{found[0]}' to resume from the intact checkpoint of step {step}, "
+                f"or {restart}")  # fmt: skip
+    else:
+        hint = restart
+    raise RunError(f"checkpoint '{found[0]}' is damaged: {wrong}", hint=hint)
 
 
 def rng_state() -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -47,6 +47,23 @@ def saved_json(file: Path) -> dict[str, Any]:
     return data
 
 
+def weights_problem(file: Path) -> str | None:
+    """What is wrong with a safetensors file (missing, truncated, not safetensors), or None.
+
+    Reads the header only: a file cut short or holding something else fails here, in
+    milliseconds, instead of when the weights load."""
+    from safetensors import SafetensorError, safe_open
+
+    if not file.is_file():
+        return f"the weights file '{file}' is missing"
+    try:
+        with safe_open(str(file), "pt") as handle:
+            handle.keys()
+    except (SafetensorError, OSError, ValueError) as exc:
+        return f"'{file}' is not a complete safetensors file ({exc})"
+    return None
+
+
 def check_max_length(
     model: Any, max_length: int, where: str, *, error: type[EffkitError] = RecipeError
 ) -> None:

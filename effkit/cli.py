@@ -114,16 +114,25 @@ def validate(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
     set_: SetOption = None,
 ) -> None:
-    """Check a recipe (or a search spec) without running it."""
+    """Check a recipe (or a search spec) against its models, data and devices, without running
+    or writing anything: the checks apply makes before it starts."""
     from effkit.pareto.spec import is_search_spec
+    from effkit.preflight import preflight, unneeded_stages
     from effkit.recipe import load_recipe
 
     if recipe.is_file() and is_search_spec(recipe):
         out.print(f"{recipe}: search spec, {checked(recipe, set_ or [])}")
         return
     spec = load_recipe(recipe, set_ or [])
-    steps = sum(s.train.steps for s in spec.stages)
-    out.print(f"{recipe}: valid ({len(spec.stages)} stage(s), {steps} training steps)")
+    found = preflight(spec)
+    skipped = unneeded_stages(spec)
+    run = [s for s in spec.stages if s.name not in skipped]
+    steps = sum(s.train.steps for s in run)
+    out.print(f"{recipe}: valid ({len(run)} stage(s) to run, {steps} training steps; "
+              f"{found.summary()}; checked in {found.seconds:.1f} s)", highlight=False,
+              soft_wrap=True)  # fmt: skip
+    for note in found.notes:
+        out.print(f"note: {note}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -344,8 +353,11 @@ def predict(
     from effkit.errors import DataError
     from effkit.models import load, require_effkit_dir
 
-    require_effkit_dir(model_dir)
+    if not (require_effkit_dir(model_dir) / "tokenizer_config.json").is_file():
+        raise DataError(f"'{model_dir}' holds no tokenizer, so it cannot read raw text")
     if input == "-":
+        if sys.stdin is None or not hasattr(sys.stdin, "buffer"):
+            raise DataError("standard input is closed; give --input FILE")
         lines = _text_lines(sys.stdin.buffer.read(), "standard input")
     else:
         path = Path(input)
@@ -452,6 +464,14 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(2)
         if isinstance(exc, (click.exceptions.Abort, typer.Abort)):
             sys.exit(130)
+        if isinstance(exc, OSError) and exc.filename is not None and not switches.debug:
+            # a path given that cannot be read or written: which one, and why
+            from rich.markup import escape
+
+            name = exc.filename2 if exc.filename2 is not None else exc.filename
+            console.print(f"[bold red]error:[/bold red] {escape(f'{name}: {exc.strerror or exc}')}",
+                          highlight=False, soft_wrap=True)  # fmt: skip
+            sys.exit(2)
         from pydantic import ValidationError
 
         if isinstance(exc, ValidationError) and not switches.debug:

@@ -116,7 +116,11 @@ def predict_texts(
     length limit get ``"O"``).
     """
     from effkit.data import encode_texts
+    from effkit.errors import ModelError
 
+    if model.tokenizer is None:
+        raise ModelError("the model has no tokenizer, so it cannot read raw text",
+                         hint="save the model with its tokenizer")  # fmt: skip
     features = encode_texts(texts, model.tokenizer, model.task.type, model.max_length, pairs=pairs)
     logits = batched_logits(model, features, batch_size=batch_size, bar=bar)
     return predictions(model.task, texts, features, logits)

@@ -264,6 +264,15 @@ def _parse_tag(tag: Any, position: int, where: str) -> tuple[str, str]:
     )
 
 
+def tag_problem(tag: Any) -> str | None:
+    """Why ``tag`` is not an entity tag the entity metrics can read, or None."""
+    try:
+        _parse_tag(tag, 0, "tag")
+    except ValueError as exc:
+        return str(exc).split(": ", 1)[-1]
+    return None
+
+
 def _spans(tags: Sequence[str], where: str) -> set[Span]:
     """Chunks of one sentence, with seqeval's start/end rules; the empty sentence has none."""
     if isinstance(tags, str | bytes):

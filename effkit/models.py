@@ -98,7 +98,8 @@ class ModelConfig(BaseModel):
         return value
 
 
-def _hf_auto_class(task: str) -> Any:
+def hf_auto_class(task: str) -> Any:
+    """The transformers Auto class of a task's head (sequence or token classification)."""
     import transformers
 
     if task == TOKEN:
@@ -321,7 +322,7 @@ def load_model(
     if labels is None:
         raise ModelError(f"model '{cfg.source}' needs the task's labels (labels or num_labels)")
     spec = Task(type=task, labels=labels)
-    auto = _hf_auto_class(task)
+    auto = hf_auto_class(task)
 
     if cfg.source.startswith("preset:"):
         from transformers import BertConfig
@@ -362,7 +363,7 @@ def _new_head(model: EffkitModel, task: Task) -> EffkitModel:
     config = copy.deepcopy(model.source_config)
     for key, value in _label_maps(task.labels or []).items():
         setattr(config, key, value)
-    hf = _hf_auto_class(task.type).from_config(config)
+    hf = hf_auto_class(task.type).from_config(config)
     new = EffkitModel(hf, model.tokenizer, task, model.source)
     new.max_length = model.max_length
     ctx = StageContext(stage="load", tokenizer=model.tokenizer, rebuilding=True, resolve_model=load)
@@ -457,7 +458,7 @@ def load(path: str | Path, *, device: str | torch.device = "cpu") -> EffkitModel
             config = AutoConfig.from_pretrained(str(path), trust_remote_code=False)
         except (OSError, ValueError) as exc:
             raise ModelError(f"'{path / 'config.json'}' is not a model config: {exc}") from None
-    hf = _hf_auto_class(task.type).from_config(config)
+    hf = hf_auto_class(task.type).from_config(config)
     tokenizer = _load_tokenizer(path) if (path / "tokenizer_config.json").exists() else None
     model = EffkitModel(hf, tokenizer, task, meta.get("source", str(path)))
     model.max_length = int(meta.get("max_length", model.max_length))

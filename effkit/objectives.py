@@ -17,17 +17,21 @@ from effkit.errors import DataError
 
 if TYPE_CHECKING:
     from effkit.models import EffkitModel
-    from effkit.transform import StageContext
+    from effkit.transform import ModelFacts, StageContext
 
 
 class Objective(BaseModel):
-    """Base class of every objective: a pydantic config with three hooks."""
+    """Base class of every objective: a pydantic config with its hooks."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: ClassVar[str] = ""
     selects_on_validation: ClassVar[bool] = False
     """True when validation-set task metrics are meaningful after a step of this objective."""
+
+    def check(self, facts: ModelFacts) -> None:
+        """Before anything runs: raise an :class:`~effkit.errors.EffkitError` when this
+        objective cannot train the model ``facts`` describe (see :meth:`Transform.check`)."""
 
     def prepare(self, model: EffkitModel, ctx: StageContext) -> EffkitModel:
         """Add what the objective needs to the model (a vocabulary head, say) before training."""

@@ -38,6 +38,7 @@ from effkit.transform import Transform
 from effkit.yaml_io import Loc, read_yaml
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+INDEX = re.compile(r"^-?[0-9]+$")
 
 
 class PluginSpecError(ValueError):
@@ -177,7 +178,9 @@ class Recipe(BaseModel):
 
     name: str = Field(description="Recipe name; the default run folder is runs/NAME.")
     description: str = Field("", description="Free text shown in the report.")
-    seed: int = Field(0, description="Seed for data order, initialisation and dropout.")
+    seed: int = Field(
+        0, ge=0, le=2**32 - 1, description="Seed for data order, initialisation and dropout."
+    )
     model: ModelConfig = Field(default_factory=ModelConfig, description="Starting model.")
     task: Task = Field(default_factory=Task, description="Task type and labels.")
     data: DataConfig | None = Field(None, description="The task's data.")
@@ -186,6 +189,8 @@ class Recipe(BaseModel):
     benchmark: BenchConfig = Field(
         default_factory=BenchConfig, description="Throughput of the final model vs a baseline."
     )
+
+    _origin: tuple[str, dict[Loc, int], dict[Loc, str], Any] | None = PrivateAttr(None)
 
     @field_validator("name")
     @classmethod
@@ -211,6 +216,15 @@ class Recipe(BaseModel):
         if self.data is None and (self.stages or self.evaluate.enabled):
             raise ValueError("a recipe that trains or evaluates needs a 'data' section")
         return self
+
+    def where(self, loc: Loc) -> str:
+        """Where ``loc`` (e.g. ``("stages", 0, "train")``) comes from: ``file:line: path`` (or the
+        ``--set`` that set it), for errors found after the recipe validated."""
+        dumped = self.model_dump(mode="json", by_alias=True)
+        if self._origin is None:
+            return format_loc(loc, dumped)
+        source, lines, origins, data = self._origin
+        return f"{source_location(source, lines, origins, loc)}: {format_loc(loc, data)}"
 
     def stage(self, name: str) -> StageConfig:
         """The stage called ``name``."""
@@ -239,8 +253,9 @@ def format_loc(loc: Loc, data: Any) -> str:
             label: str | int = item
             if isinstance(node, list) and item < len(node):
                 entry = node[item]
-                if isinstance(entry, dict) and "name" in entry:
-                    label = str(entry["name"])
+                name = entry.get("name") if isinstance(entry, dict) else None
+                if isinstance(name, str) and NAME.match(name):  # else the index says more
+                    label = name
                 node = entry
             else:
                 node = None
@@ -294,9 +309,9 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     if not parts:
         raise RecipeError(f"--set '{item}' has an empty path")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"--set '{item}': the value is not valid YAML ({exc})") from exc
+        value = read_yaml(raw, "value")[0] if raw.strip() else ""
+    except RecipeError as exc:  # the value is bounded as a recipe file is
+        raise RecipeError(f"--set '{item}': {exc.message}", hint=exc.hint) from None
     return parts, value
 
 
@@ -323,7 +338,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[Loc, str
                 ]
                 if part in names:
                     index = names.index(part)
-                elif part.lstrip("-").isdigit() and -len(node) <= int(part) < len(node):
+                elif INDEX.match(part) and -len(node) <= int(part) < len(node):
                     index = int(part) % len(node)
                 else:
                     where = ".".join(parts[:depth]) or "(top level)"
@@ -338,6 +353,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[Loc, str
                 elif last:
                     node[index] = value
                 else:
+                    if isinstance(node[index], str):  # a bare transform name takes fields too
+                        node[index] = {"name": node[index]}
                     node = node[index]
             elif isinstance(node, dict):
                 loc.append(part)
@@ -381,8 +398,7 @@ def validation_error(
     path, the message and the closest field name."""
     origins = origins or {}
     root = root or Recipe
-    messages = []
-    first_where = None
+    problems: dict[tuple[str, str], list[str]] = {}  # the branches of a union, at one place
     for err in exc.errors():
         loc: Loc = tuple(err["loc"])
         hint = None
@@ -394,20 +410,30 @@ def validation_error(
         elif err["type"] == "extra_forbidden":
             msg = f"unknown field '{loc[-1]}'"
             hint = did_you_mean(str(loc[-1]), _fields_at(loc, root))
+        elif loc[-1:] == ("[key]",) and len(loc) > 1:  # a mapping key YAML read as a number
+            msg, hint = f"key {loc[-2]} is not a string", f"quote it: '{loc[-2]}'"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
         # union branches and dict-key markers add names the YAML does not have: drop them
         while len(loc) > 1 and not _exists(data, loc):
-            if err["type"] == "extra_forbidden" and _exists(data, loc[:-1]):
+            if err["type"] in ("extra_forbidden", "missing") and _exists(data, loc[:-1]):
                 break
             loc = loc[:-1]
-        where = source_location(source, lines, origins, loc)
-        first_where = first_where or where
-        line = f"{where}: {format_loc(loc, data)}: {msg}"
-        messages.append(line + (f" ({hint})" if hint else ""))
+        place = (source_location(source, lines, origins, loc), format_loc(loc, data))
+        said = problems.setdefault(place, [])
+        if (text := msg + (f" ({hint})" if hint else "")) not in said:
+            said.append(text)
+    messages = [f"{at}: {path}: {_either(said)}" for (at, path), said in problems.items()]
     if len(messages) == 1:
         return RecipeError(messages[0])
     return RecipeError(f"{len(messages)} problems:\n  " + "\n  ".join(messages))
+
+
+def _either(said: list[str]) -> str:
+    """What a union's branches said at one place: "Input should be a valid string, or a valid
+    dictionary"."""
+    lead = "Input should be " if said[0].startswith("Input should be ") else ""
+    return ", or ".join([said[0], *(m.removeprefix(lead) for m in said[1:])])
 
 
 def _exists(data: Any, loc: Loc) -> bool:
@@ -437,9 +463,11 @@ def parse_recipe(
                           where=f"{source}:1")  # fmt: skip
     origins = apply_overrides(data, overrides or [])
     try:
-        return Recipe.model_validate(data)
+        recipe = Recipe.model_validate(data)
     except ValidationError as exc:
         raise validation_error(exc, data, source, lines, origins) from None
+    recipe._origin = (source, lines, origins, data)
+    return recipe
 
 
 def read_recipe_text(path: str | Path) -> str:

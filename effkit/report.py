@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from effkit.storage import write_text
+from effkit.storage import write_bytes, write_text
 
 if TYPE_CHECKING:
     from effkit.runner import RunResult
@@ -173,10 +174,10 @@ def _plot(result: RunResult) -> str | None:
         _throughput_panel(next(ax_iter), bench)
     fig.tight_layout()
     path = result.run_dir / "report.png"
-    tmp = path.with_name(".report.png.tmp")
-    fig.savefig(tmp, dpi=110, format="png")
+    image = io.BytesIO()
+    fig.savefig(image, dpi=110, format="png")
     plt.close(fig)
-    tmp.replace(path)
+    write_bytes(path, image.getvalue())  # a temporary name of its own, then renamed
     return path.name
 
 

@@ -17,22 +17,31 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from effkit.checks import check_max_length
-from effkit.data import TaskData, load_task_data
+from effkit.checks import check_max_length, weights_problem
+from effkit.data import TaskData
 from effkit.errors import DataError, RunError
+from effkit.hf_config import WEIGHTS
 from effkit.inference import evaluate_examples
 from effkit.metrics import mean_std
 from effkit.models import EffkitModel, is_effkit_dir, load, load_model, save
+from effkit.preflight import Preflight, preflight
 from effkit.recipe import Recipe, StageConfig, load_recipe
+from effkit.run_folder import (
+    NoGuard,
+    StageGuard,
+    cache_root,
+    folder_fingerprint,
+    hold,
+    read_manifest,
+)
 from effkit.stage import fit, stack
 from effkit.storage import copy_tree, read_json, stable_hash, write_json, write_text
 from effkit.train import accelerator_for, set_seed
@@ -44,26 +53,6 @@ __all__ = ["RunResult", "Runner", "cache_root", "fit", "predict", "run", "stack"
 log = logging.getLogger(__name__)
 
 MANIFEST_VERSION = 1
-
-
-def _folder_fingerprint(source: str) -> str | None:
-    """What identifies a local model folder's contents (configs, and weight sizes and times)."""
-    folder = Path(source)
-    if not folder.is_dir():
-        return None
-    facts = []
-    for path in sorted(folder.iterdir()):
-        if path.suffix == ".json":
-            facts.append((path.name, path.read_text(encoding="utf-8", errors="replace")))
-        elif path.is_file():
-            stat = path.stat()
-            facts.append((path.name, f"{stat.st_size}:{stat.st_mtime_ns}"))
-    return stable_hash(facts)
-
-
-def cache_root() -> Path:
-    """The stage cache shared by all runs on this machine."""
-    return Path(os.environ.get("EFFKIT_CACHE", Path.home() / ".cache" / "effkit"))
 
 
 @dataclass
@@ -99,31 +88,6 @@ def _aggregate(runs: list[dict[str, float]]) -> dict[str, float]:
 # --------------------------------------------------------------------------- the run
 
 
-class StageGuard(Protocol):
-    """What a run holds while it produces a stage, for runs that share one stage cache.
-
-    ``stage(key)`` is held while the stage with that cache key is produced, so that a second
-    run reaching the same stage waits and then takes it from the cache; ``work()`` is held
-    while training or evaluating (a search measures throughput only when nothing holds it).
-    """
-
-    def stage(self, key: str) -> contextlib.AbstractContextManager[None]: ...
-
-    def work(self) -> contextlib.AbstractContextManager[None]: ...
-
-
-class NoGuard:
-    """A run on its own: nothing to wait for."""
-
-    @contextlib.contextmanager
-    def stage(self, key: str) -> Iterator[None]:
-        yield
-
-    @contextlib.contextmanager
-    def work(self) -> Iterator[None]:
-        yield
-
-
 class Runner:
     """Runs one recipe into one run folder."""
 
@@ -149,30 +113,12 @@ class Runner:
         self.keys: dict[str, str] = {}
         self.needs: dict[str, set[str]] = {}  # the earlier stages each stage reads
         self.manifest: dict[str, Any] = {}
+        self.checked: Preflight | None = None
+        """The recipe's preflight, when the caller already ran it."""
+        self.on_write: Callable[[str], None] = lambda point: None
+        """Called after each write that makes a stage durable (tests kill the run there)."""
 
     # ------------------------------------------------------------------ folder and keys
-
-    def _check_folder(self) -> None:
-        if self.run_dir.exists() and not self.run_dir.is_dir():
-            raise RunError(
-                f"run folder '{self.run_dir}' is a file", hint="choose another --run-dir"
-            )
-        path = self.run_dir / "manifest.json"
-        if not path.exists():
-            if self.run_dir.exists() and any(self.run_dir.iterdir()):
-                raise RunError(
-                    f"run folder '{self.run_dir}' is not empty and holds no effkit manifest",
-                    hint="choose another --run-dir",
-                )
-            return
-        manifest = read_json(path)
-        if manifest.get("recipe") != self.recipe.name:
-            raise RunError(
-                f"run folder '{self.run_dir}' belongs to recipe '{manifest.get('recipe')}', "
-                f"not '{self.recipe.name}'",
-                hint="choose another --run-dir, or delete that folder",
-            )
-        self.manifest = manifest
 
     def _stage_keys(self) -> dict[str, str]:
         assert self.data is not None or not self.recipe.stages
@@ -183,7 +129,7 @@ class Runner:
                 "task": self.recipe.task.model_dump(mode="json"),
                 "data": self.recipe.data.model_dump(mode="json") if self.recipe.data else None,
                 "data_fingerprint": self.data.fingerprint() if self.data else None,
-                "model_fingerprint": _folder_fingerprint(self.recipe.model.source),
+                "model_fingerprint": folder_fingerprint(self.recipe.model.source),
                 "seed": self.recipe.seed,
             }
         )
@@ -217,20 +163,44 @@ class Runner:
     def _cached(self, key: str) -> Path:
         return cache_root() / "stages" / key
 
+    def _finished(self, folder: Path, key: str) -> bool | str:
+        """Whether ``folder`` holds a finished stage of ``key``: its record (``stage.json``,
+        written first) names the key and its model landed. A string: it did, but the model is
+        damaged (what is wrong)."""
+        record = folder / "stage.json"
+        try:
+            recorded = read_json(record).get("key") if record.is_file() else None
+        except (OSError, ValueError, AttributeError):
+            return False
+        if recorded != key or not is_effkit_dir(folder / "model"):
+            return False
+        names = [n for n in (WEIGHTS, "model.safetensors") if (folder / "model" / n).is_file()]
+        return weights_problem(folder / "model" / (names or [WEIGHTS])[0]) or True
+
     def _completed(self, stage: StageConfig) -> bool:
-        entry = self.manifest.get("stages", {}).get(stage.name)
-        model_dir = self.stage_dir(stage.name) / "model"
-        if entry and entry.get("key") == self.keys[stage.name] and is_effkit_dir(model_dir):
+        key, folder = self.keys[stage.name], self.stage_dir(stage.name)
+        here = self._finished(folder, key)
+        if here is True:
+            if self.main and self.manifest.get("stages", {}).get(stage.name, {}).get("key") != key:
+                self._record_stage(stage, read_json(folder / "stage.json"), cached=False)
+            if self.main:  # a run that ended before it tidied up
+                shutil.rmtree(folder / "checkpoints", ignore_errors=True)
             return True
-        cached = self._cached(self.keys[stage.name])
-        if self.use_cache and is_effkit_dir(cached / "model") and (cached / "stage.json").exists():
+        cached = self._cached(key)
+        if self.use_cache and self._finished(cached, key) is True:
+            if here:
+                log.warning("stage '%s': %s; taking the cached copy", stage.name, here)
             if self.main:
-                shutil.rmtree(self.stage_dir(stage.name), ignore_errors=True)
-                copy_tree(cached, self.stage_dir(stage.name))
-                record = read_json(self.stage_dir(stage.name) / "stage.json")
-                self._record_stage(stage, record, cached=True)
+                shutil.rmtree(folder, ignore_errors=True)
+                copy_tree(cached, folder)
+                self._record_stage(stage, read_json(folder / "stage.json"), cached=True)
             self.accelerator.wait_for_everyone()
             return True
+        if here:
+            raise RunError(
+                f"stage '{stage.name}' finished, but its saved model is damaged: {here}",
+                hint=f"delete '{folder}' to train the stage again",
+            )
         return False
 
     def _record_stage(self, stage: StageConfig, record: dict[str, Any], cached: bool) -> None:
@@ -287,13 +257,21 @@ class Runner:
     # ------------------------------------------------------------------ the run
 
     def run(self) -> RunResult:
+        """Check everything (:func:`~effkit.preflight.preflight`), then, holding the run
+        folder's lock, run what is not done yet."""
+        checked = self.checked or preflight(self.recipe)
+        self.data = checked.data
+        for note in checked.notes:
+            log.warning("%s", note)
+        read_manifest(self.run_dir, self.recipe.name)  # refuse a foreign folder before writing
+        with hold(self.run_dir) if self.main else contextlib.nullcontext():
+            return self._run()
+
+    def _run(self) -> RunResult:
         recipe = self.recipe
-        self._check_folder()
-        if recipe.data is not None:
-            self.data = load_task_data(recipe.data, recipe.task.type, recipe.task.labels)
+        self.manifest = read_manifest(self.run_dir, recipe.name)
         self.keys = self._stage_keys()
         if self.main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
             write_text(self.run_dir / "recipe.yaml", recipe.to_yaml())
             self._write_manifest()
         self.accelerator.wait_for_everyone()
@@ -332,12 +310,15 @@ class Runner:
         if recipe.evaluate.enabled and self.main:
             with self.guard.work():
                 result.metrics = self._evaluate(model, final_key)
+            self.on_write("metrics.json")
         if recipe.benchmark.enabled and self.do_benchmark and self.main:
             result.bench = self._benchmark(model, final_key)
+            self.on_write("bench.json")
         if self.main:
             from effkit.report import write_report
 
             write_report(result)
+            self.on_write("report")
             self._write_card(result)
         self.accelerator.wait_for_everyone()
         return result
@@ -368,6 +349,9 @@ class Runner:
 
     def _train_stage(self, model: EffkitModel, stage: StageConfig) -> EffkitModel:
         stage_dir = self.stage_dir(stage.name)
+        if self.main:  # an earlier configuration's output must not pass for this one's
+            (stage_dir / "stage.json").unlink(missing_ok=True)
+            shutil.rmtree(stage_dir / "model", ignore_errors=True)
         log.info("stage '%s': %d steps", stage.name, stage.train.steps)
         began = time.perf_counter()
         model, record = fit(
@@ -388,13 +372,20 @@ class Runner:
         record["num_parameters"] = model.num_parameters()
         record["processes"] = self.accelerator.num_processes
         if self.main:
-            save(model, stage_dir / "model")
+            # The record lands first and the checkpoints go last, so that a process killed
+            # between any two of these writes leaves either a finished stage (record and model)
+            # or a checkpoint to resume from (tests/test_crash.py kills at each point).
             write_json(stage_dir / "stage.json", record)
-            shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)
-            if self.use_cache:
-                cached = self._cached(self.keys[stage.name])
-                copy_tree(stage_dir, cached)
+            self.on_write("stage.json")
+            save(model, stage_dir / "model")
+            self.on_write("model")
             self._record_stage(stage, record, cached=False)
+            self.on_write("manifest")
+            if self.use_cache:
+                copy_tree(stage_dir, self._cached(self.keys[stage.name]), skip=("checkpoints",))
+                self.on_write("cache")
+            shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)
+            self.on_write("checkpoints removed")
         self.accelerator.wait_for_everyone()
         return model
 

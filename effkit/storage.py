@@ -49,11 +49,12 @@ def read_json(path: str | Path) -> Any:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
+def atomic_dir(path: str | Path, *, keep: str | Path | None = None) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; on success it replaces ``path`` whole.
 
     On an exception (Ctrl-C included) the temporary folder is removed and ``path`` is left as
-    it was, so a reader never sees a half-written folder.
+    it was, so a reader never sees a half-written folder. With ``keep``, the folder replaced
+    moves there (replacing what was there) instead of being deleted.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,10 +63,14 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         yield tmp
         old = None
         if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            if keep is not None:
+                old = Path(keep)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, old)
         os.replace(tmp, path)
-        if old is not None:
+        if old is not None and keep is None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -78,8 +83,9 @@ def stable_hash(data: Any, length: int = 16) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:length]
 
 
-def copy_tree(src: str | Path, dst: str | Path) -> Path:
-    """Copy a folder atomically, hard-linking files where the file system allows."""
+def copy_tree(src: str | Path, dst: str | Path, *, skip: tuple[str, ...] = ()) -> Path:
+    """Copy a folder atomically (leaving out the names in ``skip``), hard-linking files where
+    the file system allows."""
     src, dst = Path(src), Path(dst)
 
     def link_or_copy(a: str, b: str) -> None:
@@ -89,5 +95,6 @@ def copy_tree(src: str | Path, dst: str | Path) -> Path:
             shutil.copy2(a, b)
 
     with atomic_dir(dst) as tmp:
-        shutil.copytree(src, tmp, dirs_exist_ok=True, copy_function=link_or_copy)
+        shutil.copytree(src, tmp, dirs_exist_ok=True, copy_function=link_or_copy,
+                        ignore=shutil.ignore_patterns(*skip) if skip else None)  # fmt: skip
     return dst

@@ -16,7 +16,6 @@ import contextlib
 import logging
 import math
 import random
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,7 +29,6 @@ from tqdm.auto import tqdm
 from effkit import checkpoints
 from effkit.averaging import WeightAverage
 from effkit.errors import DataError, RecipeError
-from effkit.storage import read_json
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -77,7 +75,9 @@ class TrainConfig(BaseModel):
         50, ge=0, description="Save a resumable checkpoint every k steps; 0: never."
     )
     log_every: int = Field(10, ge=1, description="Steps between logged losses.")
-    seed: int | None = Field(None, description="Seed of this stage; defaults to the recipe's.")
+    seed: int | None = Field(
+        None, ge=0, le=2**32 - 1, description="Seed of this stage; defaults to the recipe's."
+    )
 
     @model_validator(mode="after")
     def _divisible(self) -> TrainConfig:
@@ -313,20 +313,15 @@ def train_stage(
 
     start = 0
     best_state: dict[str, torch.Tensor] | None = None
-    ckpt = checkpoint_dir / "last" if checkpoint_dir is not None else None
-    stale = ckpt is not None and (ckpt / "progress.json").exists()
-    if (
-        stale
-        and ckpt is not None
-        and read_json(ckpt / "progress.json").get("key") != checkpoint_key
-    ):
-        log.warning("stage '%s': discarding a checkpoint of another configuration", ctx.stage)
-        if accelerator.is_main_process:
-            shutil.rmtree(ckpt, ignore_errors=True)
+    ckpt = checkpoint_dir / checkpoints.LAST if checkpoint_dir is not None else None
+    resume = None
+    if checkpoint_dir is not None:
+        tidy = accelerator.is_main_process
+        resume = checkpoints.find(checkpoint_dir, checkpoint_key, tidy=tidy)
         accelerator.wait_for_everyone()
     average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay is not None else None
-    if ckpt is not None and (ckpt / "progress.json").exists():
-        saved, best_state = checkpoints.load(ckpt, model, optimizer, scheduler, average)
+    if resume is not None:
+        saved, best_state = checkpoints.load(resume, model, optimizer, scheduler, average)
         start, result = int(saved["step"]), TrainResult.from_progress(saved)
         log.info("stage '%s': resuming at step %d of %d", ctx.stage, start, cfg.steps)
     else:

@@ -20,6 +20,9 @@ hook                              when the core calls it, and what for
 ``load_state(state)``             a saved model loads: take ``state()`` back, before ``rebuild``
 ``rebuild(model, ctx)``           a saved model loads: recreate the structure before the weights
 ``export_graph(model, graph)``    the model is exported: supply, wrap or refuse its graph
+``check(facts)``                  before anything runs (``effkit validate``, and ``apply``
+                                  before it writes): refuse what cannot work on the model
+                                  ``facts`` describe, and update them to what it will become
 ================================  ============================================================
 
 Every hook has a default that does nothing, so a transform implements only what it needs. A
@@ -38,7 +41,9 @@ Besides the hooks, these are the capabilities a plugin may rely on or provide:
 - :data:`SPARSITY`: the ``describe()`` key for the share of encoder parameters removed;
 - :class:`ExportGraph`: what ``export_graph`` receives and returns;
 - ``EffkitModel.set_encoder_layers``: the way a transform replaces the list of encoder layers,
-  keeping the config's layer count and each attention's layer index right.
+  keeping the config's layer count and each attention's layer index right;
+- :class:`ModelFacts`: what ``check`` reads and updates, the model a stage will receive as the
+  preflight knows it without loading weights or training.
 """
 
 from __future__ import annotations
@@ -104,6 +109,55 @@ def stage_refs(config: BaseModel) -> list[str]:
 SPARSITY = "sparsity"
 """Key of :meth:`Transform.describe` for the share of encoder parameters a pruning transform
 removed (a float in [0, 1]); the search reports the last one a run's stages recorded."""
+
+
+@dataclass
+class ModelFacts:
+    """The model a transform will receive, as a preflight knows it before anything runs.
+
+    The preflight reads them from the starting model's config (and a saved model's transform
+    history) without loading weights, then hands them to every transform's and objective's
+    :meth:`Transform.check` in recipe order. A check refuses what cannot work by raising an
+    :class:`~effkit.errors.EffkitError`, and updates the facts to what the model becomes after
+    its transform (fewer layers, another number format, a forward pass taken over).
+    """
+
+    family: str
+    """The transformers ``model_type`` (``bert``, ``roberta``, ``electra``...)."""
+    task: str
+    layers: int
+    """Encoder layers."""
+    hidden_size: int
+    heads: int
+    max_positions: int | None
+    """The most tokens one input may have (absolute position embeddings), or None."""
+    max_length: int = 128
+    """Tokens per input the recipe trains with (``data.max_length``)."""
+    stage: str = ""
+    """The stage being checked."""
+    trains: bool = False
+    """Whether the stage being checked trains (has steps)."""
+    number_format: str = "float32"
+    """``float32``, ``bf16``, ``fp16`` or ``int8``: how the weights are stored."""
+    forward_by: str | None = None
+    """The transform whose module took over the forward pass (``EffkitModel.adapter``)."""
+    group_size: int = 1
+    """Inputs per forward pass (multiplexing sets N)."""
+    fixed_hidden: str | None = None
+    """Why the hidden width cannot be pruned from now on, when it cannot."""
+    hidden_pruned_by: str | None = None
+    """A transform of the stage being checked that removes hidden dimensions when it ends."""
+    applied: list[str] = field(default_factory=list)
+    """Registered names of the transforms applied so far, in order."""
+    lookup: Callable[[str], ModelFacts] | None = None
+    """The facts of an earlier stage's output or of a model folder, by the name a
+    :data:`StageRef` field holds (a teacher)."""
+
+    def of(self, ref: str) -> ModelFacts:
+        """The facts of the model ``ref`` names (see :attr:`lookup`)."""
+        if self.lookup is None:
+            raise ModelError(f"'{ref}' cannot be looked up outside a recipe")
+        return self.lookup(ref)
 
 
 @dataclass
@@ -209,6 +263,11 @@ class Transform(BaseModel):
         heads a mask dropped) override this and read what :meth:`state` saved.
         """
         return self.finalize(self.apply(model, ctx), ctx)
+
+    def check(self, facts: ModelFacts) -> None:
+        """Before anything runs: raise an :class:`~effkit.errors.EffkitError` saying why this
+        transform cannot work on the model ``facts`` describe, and update ``facts`` to what the
+        model will be after it. The default accepts every model and changes nothing."""
 
     def export_graph(self, model: EffkitModel, graph: ExportGraph) -> ExportGraph:
         """The graph an export traces for a finalized model this transform is part of.

@@ -1,9 +1,9 @@
 """Reading recipe and search-spec YAML: the document, the line of each of its paths, and limits.
 
-Only safe YAML is read (no tags that build objects). A document is bounded in size and in how
-far its aliases expand, and a key given twice is an error, so a hostile or mistyped file is
-refused in milliseconds with its line rather than exhausting memory or silently keeping the
-last value.
+Only safe YAML is read (no tags that build objects). A document is bounded in size, in how deep
+it nests and in how far its aliases expand, and a key given twice is an error, so a hostile or
+mistyped file is refused in milliseconds with its line rather than exhausting memory or the
+stack, or silently keeping the last value.
 """
 
 from __future__ import annotations
@@ -20,6 +20,35 @@ MAX_YAML_BYTES = 1 << 20
 """The largest recipe or search spec read (1 MiB; the shipped ones are about 2 KiB)."""
 MAX_YAML_NODES = 100_000
 """The most values a document may hold once its aliases are expanded (a bound on alias bombs)."""
+MAX_YAML_DEPTH = 64
+"""The deepest a document may nest lists and mappings (the shipped recipes nest 5 deep)."""
+
+
+def _too_deep(mark: yaml.Mark, source: str) -> RecipeError:
+    return RecipeError(
+        f"the YAML document nests lists and mappings more than {MAX_YAML_DEPTH} levels deep",
+        where=f"{source}:{mark.line + 1}",
+        hint="nest less; an alias inside what it names, like &a [*a], nests forever",
+    )
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader, refusing a document nested past :data:`MAX_YAML_DEPTH` before composing
+    it would exhaust the stack."""
+
+    def __init__(self, text: str, source: str) -> None:
+        super().__init__(text)
+        self.source = source
+        self.depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self.depth += 1
+        try:
+            if self.depth > MAX_YAML_DEPTH:
+                raise _too_deep(self.peek_event().start_mark, self.source)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 def _checked_lines(root: yaml.Node, source: str) -> dict[Loc, int]:
@@ -27,7 +56,8 @@ def _checked_lines(root: yaml.Node, source: str) -> dict[Loc, int]:
 
     Walking the tree expands aliases, so it also bounds the document's expanded size (an
     alias bomb is refused after :data:`MAX_YAML_NODES` values, in milliseconds, instead of
-    exhausting memory) and refuses a key given twice in one mapping, naming both lines.
+    exhausting memory) and depth (an alias inside what it names nests forever), and refuses a
+    key given twice in one mapping, naming both lines.
     """
     lines: dict[Loc, int] = {}
     count = 0
@@ -41,6 +71,8 @@ def _checked_lines(root: yaml.Node, source: str) -> dict[Loc, int]:
                 where=f"{source}:{node.start_mark.line + 1}",
                 hint="aliases (*name) multiply what they refer to; write the values out",
             )
+        if len(loc) >= MAX_YAML_DEPTH:
+            raise _too_deep(node.start_mark, source)
         lines.setdefault(loc, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
             seen: dict[str, int] = {}
@@ -67,9 +99,9 @@ def _checked_lines(root: yaml.Node, source: str) -> dict[Loc, int]:
 def read_yaml(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
     """The YAML document in ``text`` and the line of each of its paths.
 
-    A syntax error, a document over :data:`MAX_YAML_BYTES`, one that expands past
-    :data:`MAX_YAML_NODES` values, or a key given twice is a :class:`RecipeError` at
-    ``source:line``.
+    A syntax error, a document over :data:`MAX_YAML_BYTES`, one nested past
+    :data:`MAX_YAML_DEPTH` or expanding past :data:`MAX_YAML_NODES` values, or a key given twice
+    is a :class:`RecipeError` at ``source:line``.
     """
     size = len(text.encode("utf-8", errors="replace"))
     if size > MAX_YAML_BYTES:
@@ -78,11 +110,19 @@ def read_yaml(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
             where=source,
         )
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        loader = _Loader(text, source)
+        root = loader.get_single_node()
         if root is None:
             return None, {}
         lines = _checked_lines(root, source)
-        return yaml.SafeLoader(text).get_single_data(), lines
+        return loader.construct_document(root), lines
+    except yaml.reader.ReaderError as exc:  # e.g. a control character
+        line = text.count("\n", 0, exc.position) + 1
+        raise RecipeError(
+            f"malformed YAML: character U+{exc.character:04X} is not allowed in YAML",
+            where=f"{source}:{line}",
+            hint="remove it, or escape it in a double-quoted string",
+        ) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source

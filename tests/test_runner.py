@@ -176,9 +176,9 @@ def test_label_outside_the_task_is_refused_before_training(tmp_path):
 def test_max_length_beyond_the_models_positions_is_refused_before_training(tmp_path):
     from effkit.errors import RecipeError
 
-    with pytest.raises(RecipeError, match=r"data\.max_length 100000 is longer than the model"):
+    with pytest.raises(RecipeError, match=r"data\.max_length: 100000 tokens per input is longer"):
         run(recipe(overrides=["data.max_length=100000"]), tmp_path / "run", progress=False)
-    assert not (tmp_path / "run" / "stages").exists()
+    assert not (tmp_path / "run").exists()
 
 
 def test_python_api_runs_a_recipe_object(tmp_path, tiny_recipe):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -132,11 +135,57 @@ def _load_file(path: Path, cfg: DataConfig, task: TaskType) -> RawSplit:
         lines = [line for line in read_text(path).splitlines() if line.strip()]
         if len(lines) < 2:
             raise DataError("the file has a header but no rows", where=where)
+    if fmt == "json":
+        _check_records(path)
     dataset = _datasets_load_file(path, fmt)
     return _rows_from_dataset(dataset, cfg, task, where)
 
 
+def _check_records(path: Path) -> None:
+    """A JSON file holds one object per example (a JSON list of objects, or JSON lines)."""
+    import json
+
+    text = read_text(path).lstrip()
+    try:
+        if text.startswith("["):
+            if len(text) > 64 * 2**20:  # a large list: leave it to the reader
+                return
+            items, kind = json.loads(text), "list"
+        else:
+            items, kind = [json.loads(text.splitlines()[0])], "first line"
+    except ValueError:
+        return  # not valid JSON: the reader says where
+    if not isinstance(items, list):
+        items = [items]
+    stray = next((item for item in items if not isinstance(item, dict)), None)
+    if stray is not None:
+        raise DataError(
+            f"the file's {kind} holds {type(stray).__name__} values, not one object per example",
+            where=str(path),
+            hint='write {"text": ..., "label": ...} objects, one per example',
+        )
+
+
+@contextlib.contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """The datasets library without its progress bars and log lines (effkit reports errors)."""
+    import datasets
+
+    bars = datasets.utils.logging.is_progress_bar_enabled()
+    level = datasets.utils.logging.get_verbosity()
+    datasets.utils.logging.disable_progress_bar()
+    datasets.utils.logging.set_verbosity(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        datasets.utils.logging.set_verbosity(level)
+        if bars:
+            datasets.utils.logging.enable_progress_bar()
+
+
 def _datasets_load_file(path: Path, fmt: str) -> Any:
+    """One local file read by the datasets library into memory: its arrow files go to a
+    temporary folder, so that nothing is left in the datasets cache, refused or not."""
     import datasets
 
     kwargs: dict[str, Any] = {}
@@ -144,7 +193,10 @@ def _datasets_load_file(path: Path, fmt: str) -> Any:
         kwargs["delimiter"] = "\t" if path.suffix.lower() == ".tsv" else ","
         kwargs["keep_default_na"] = False
     try:
-        return datasets.load_dataset(fmt, data_files={"train": str(path)}, split="train", **kwargs)
+        with tempfile.TemporaryDirectory(prefix="effkit-data-") as tmp, _quiet_datasets():
+            return datasets.load_dataset(fmt, data_files={"train": str(path)}, split="train",
+                                         cache_dir=tmp, keep_in_memory=True,
+                                         **kwargs)  # fmt: skip
     except Exception as exc:
         cause = exc.__cause__ or exc
         raise DataError(

@@ -9,7 +9,7 @@ import os
 from typing import Any
 
 from effkit.bench import BenchConfig
-from effkit.errors import RecipeError, did_you_mean
+from effkit.errors import EffkitError, RecipeError, did_you_mean
 from effkit.pareto.space import params_label, set_item, takes, value_label
 from effkit.pareto.spec import (
     BEST_OVERRIDES,
@@ -18,6 +18,7 @@ from effkit.pareto.spec import (
     SearchSpec,
     trial_overrides,
 )
+from effkit.preflight import Preflight, preflight
 from effkit.recipe import (
     Loc,
     Recipe,
@@ -108,8 +109,9 @@ def _check_values(spec: SearchSpec, base: Base) -> None:
                 ) from None
 
 
-def _check_combinations(spec: SearchSpec, base: Base) -> int:
-    """Every combination of a small discrete space gives a valid recipe; returns how many."""
+def _check_combinations(spec: SearchSpec, base: Base, first: Preflight) -> int:
+    """Every combination of a small discrete space gives a recipe that passes the preflight
+    (models, data, transforms together); returns how many."""
     grids = {name: param.checked_values() for name, param in spec.sampling_space()}
     total = math.prod(len(values) for values in grids.values())
     if total > MAX_CHECKED_COMBINATIONS:
@@ -117,8 +119,8 @@ def _check_combinations(spec: SearchSpec, base: Base) -> int:
     for values in itertools.product(*grids.values()):
         params = dict(zip(grids, values, strict=True))
         try:
-            base.trial_recipe(spec, params)
-        except RecipeError as exc:
+            preflight(base.trial_recipe(spec, params), like=first)
+        except EffkitError as exc:
             raise RecipeError(
                 f"space: the combination {params_label(params)} gives an invalid recipe: "
                 f"{exc.render()}",
@@ -158,12 +160,16 @@ def check(spec: SearchSpec, overrides: list[str] | None = None) -> Base:
     if not base.recipe.stages:
         raise RecipeError("the base recipe has no stages to search over", where=str(base.path))
     _check_values(spec, base)
-    _check_combinations(spec, base)
+    try:
+        first = preflight(base.recipe)
+    except EffkitError as exc:
+        raise RecipeError(f"the base recipe: {exc.render()}", where=str(base.path)) from None
+    _check_combinations(spec, base, first)
     for i, params in enumerate(spec.start_with):
         _check_start(spec, i, params)
         try:
-            base.trial_recipe(spec, params)
-        except RecipeError as exc:
+            preflight(base.trial_recipe(spec, params), like=first)
+        except EffkitError as exc:
             raise RecipeError(
                 f"start_with[{i}] gives an invalid recipe: {exc.render()}",
                 where=spec.where(("start_with", i)),

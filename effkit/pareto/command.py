@@ -86,4 +86,6 @@ def search(
         )
     else:
         out.print("best: no completed trial meets the target yet")
+    for line in result.retries:
+        out.print(line)
     out.print(f"report: {result.report}")

@@ -40,6 +40,13 @@ class SearchResult:
     best: dict[str, Any] | None = None
 
     @property
+    def retries(self) -> list[str]:
+        """One line per trial evaluated again after its process ended, saying why."""
+        from effkit.pareto.outputs import retry_notes
+
+        return retry_notes(self.trials)
+
+    @property
     def report(self) -> Path:
         """The search's ``report.md``."""
         return self.search_dir / "report.md"

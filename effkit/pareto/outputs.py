@@ -59,11 +59,29 @@ def collect(study: Any, spec: SearchSpec, metric: str) -> list[Row]:
                 "reused_stages": " ".join(attrs.get("reused_stages") or []),
                 "duplicate_of": attrs.get("duplicate_of"),
                 "retry_of": attrs.get("retry_of"),
+                "retry_reason": attrs.get("retry_reason"),
                 "run_dir": attrs.get("run_dir"),
                 "note": attrs.get("error") or attrs.get("interrupted") or "",
             }
         )  # fmt: skip
     return rows
+
+
+def retry_notes(rows: list[Row]) -> list[str]:
+    """One line per retry: which trial was evaluated again as which, and why.
+
+    e.g. ``trial 3 was retried as trial 5 (COMPLETE): its worker (pid 1234) ended, killed by
+    SIGKILL``.
+    """
+    notes = {r["number"]: r["note"] for r in rows}
+    lines = []
+    for r in rows:
+        if r.get("retry_of") is None:
+            continue
+        why = r.get("retry_reason") or notes.get(r["retry_of"]) or "it was interrupted"
+        lines.append(f"trial {r['retry_of']} was retried as trial {r['number']} "
+                     f"({r['state']}): {why}")  # fmt: skip
+    return lines
 
 
 def evaluated(rows: list[Row]) -> list[Row]:
@@ -105,7 +123,7 @@ def _csv(rows: list[Row], spec: SearchSpec, front: list[Row]) -> str:
               "throughput_ratio", "samples_per_s", "baseline_samples_per_s", "measured_ratio",
               "same_architecture", "noisy", "meets_target",
               "on_front", "num_parameters", "sparsity_reached", "seconds", "reused_stages",
-              "duplicate_of", "retry_of", "run_dir", "note"]  # fmt: skip
+              "duplicate_of", "retry_of", "retry_reason", "run_dir", "note"]  # fmt: skip
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
@@ -116,7 +134,7 @@ def _csv(rows: list[Row], spec: SearchSpec, front: list[Row]) -> str:
              r["measured_ratio"], r["same_architecture"], r["noisy"], r["meets_target"],
              r["number"] in on_front, r["num_parameters"],
              r["sparsity_reached"], r["seconds"], r["reused_stages"], r["duplicate_of"],
-             r["retry_of"], r["run_dir"], r["note"]]
+             r["retry_of"], r["retry_reason"], r["run_dir"], r["note"]]
         )  # fmt: skip
     return buffer.getvalue()
 
@@ -294,7 +312,11 @@ def _trials_section(rows: list[Row], metric: str) -> list[str]:
                   for r in rows]  # fmt: skip
     head = ["trial", "state", "parameters", f"validation {metric}", "throughput", "meets target",
             "stages from cache", "repeats", "retry of", "note"]  # fmt: skip
-    return [*lines, table(head, table_rows), ""]
+    lines += [table(head, table_rows), ""]
+    retries = retry_notes(rows)
+    if retries:
+        lines += ["### Retries", "", *(f"- {line}" for line in retries), ""]
+    return lines
 
 
 def _dashboard(storage: str) -> str:

@@ -39,6 +39,8 @@ MAX_CHECKED_COMBINATIONS = 512
 TRIAL_OVERRIDES = ["evaluate.enabled=true", "evaluate.splits=[validation]"]
 #: Overrides of the best trial's recipe: the test split is scored once, for the chosen stack.
 BEST_OVERRIDES = ["evaluate.enabled=true", "evaluate.splits=[validation, test]"]
+#: The shortest heartbeat grace period a spec may set: a trial beats every third of it.
+MIN_HEARTBEAT_GRACE_S = 5
 _TARGET = re.compile(r"^\s*([A-Za-z_][\w/]*)\s*>=\s*([-+0-9.eE]+)\s*$")
 
 
@@ -112,6 +114,12 @@ class SearchSpec(BaseModel):
     benchmark: BenchConfig | None = Field(
         None,
         description="Throughput protocol (threads fixed); default the base recipe's benchmark.",
+    )
+    heartbeat_grace_s: int = Field(
+        120,
+        ge=MIN_HEARTBEAT_GRACE_S,
+        description="With an RDB storage: seconds without a heartbeat after which a running "
+        "trial counts as dead; it is failed and evaluated again.",
     )
 
     _source: str = PrivateAttr("<search spec>")

@@ -56,7 +56,7 @@ import torch
 from pydantic import Field, PrivateAttr, model_validator
 from torch.utils.hooks import RemovableHandle
 
-from effkit import SPARSITY, EffkitModel, ModelError, StageContext, Transform
+from effkit import SPARSITY, EffkitModel, ModelError, ModelFacts, StageContext, Transform
 
 from . import masking, surgery
 from .encoder import (
@@ -145,6 +145,15 @@ class CoFiPrune(Transform):
         return self
 
     # ------------------------------------------------------------------ lifecycle
+
+    def check(self, facts: ModelFacts) -> None:
+        if self.hidden and facts.fixed_hidden:
+            raise ModelError(
+                f"cofi: hidden-dimension pruning cannot work here: {facts.fixed_hidden}",
+                hint="set hidden: false (heads, FFN dimensions and layers are still pruned)",
+            )
+        if self.hidden:
+            facts.hidden_pruned_by = "cofi"
 
     def apply(self, model: EffkitModel, ctx: StageContext) -> EffkitModel:
         if ctx.rebuilding:

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 from torch import nn
 
-from effkit import EffkitModel, ModelError, StageContext, StageRef, Transform
+from effkit import EffkitModel, ModelError, ModelFacts, StageContext, StageRef, Transform
 
 __all__ = ["Distill", "default_teacher_layers", "ordered_alignment"]
 
@@ -184,6 +184,21 @@ class Distill(Transform):
         return self.layer_map == "dynamic" and self.layer_weight > 0
 
     # ------------------------------------------------------------------ lifecycle
+
+    def check(self, facts: ModelFacts) -> None:
+        teacher = facts.of(self.teacher)
+        problem = None
+        if teacher.task != facts.task:
+            problem = f"teacher '{self.teacher}' is a {teacher.task} model, the student not"
+        elif self.layer_loss_on and teacher.group_size != facts.group_size:
+            problem = (f"layer distillation compares hidden states row by row, but the student "
+                       f"multiplexes {facts.group_size} inputs per row and the teacher "
+                       f"{teacher.group_size} (use layer_map: none)")  # fmt: skip
+        elif self.layer_loss_on and (top := max(self.teacher_layers or [0])) >= teacher.layers:
+            problem = (f"teacher layer {top} does not exist; the teacher has "
+                       f"{teacher.layers} layers (0..{teacher.layers - 1})")  # fmt: skip
+        if problem:
+            raise ModelError(f"distill: {problem}")
 
     def apply(self, model: EffkitModel, ctx: StageContext) -> EffkitModel:
         if ctx.rebuilding:

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import Field, PrivateAttr, field_validator
 
-from effkit import EffkitModel, ModelError, StageContext, Transform
+from effkit import EffkitModel, ModelError, ModelFacts, StageContext, Transform
 
 
 class KeepLayers(Transform):
@@ -30,6 +30,14 @@ class KeepLayers(Transform):
         if len(set(value)) != len(value):
             raise ValueError("layer indices must be distinct")
         return value
+
+    def check(self, facts: ModelFacts) -> None:
+        if max(self.layers) >= facts.layers:
+            raise ModelError(
+                f"keep-layers: layer {max(self.layers)} does not exist; the model has "
+                f"{facts.layers} layers (0..{facts.layers - 1})"
+            )
+        facts.layers = len(self.layers)
 
     def apply(self, model: EffkitModel, ctx: StageContext) -> EffkitModel:
         layers = model.encoder_layers()

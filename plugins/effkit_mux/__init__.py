@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr, model_validator
 
-from effkit import EffkitModel, ExportGraph, ModelError, StageContext, Transform
+from effkit import EffkitModel, ExportGraph, ModelError, ModelFacts, StageContext, Transform
 
 from .adapter import MuxAdapter, adapter_of, plan
 from .export import mux_graph
@@ -79,6 +79,36 @@ class Multiplex(Transform):
 
     _adapter: MuxAdapter | None = PrivateAttr(None)
     _heads: dict[str, bool] = PrivateAttr(default_factory=dict)
+
+    def check(self, facts: ModelFacts) -> None:
+        if facts.forward_by is not None:
+            raise ModelError(
+                f"multiplex: the model's forward pass is already taken over by "
+                f"'{facts.forward_by}'; multiplex applies once"
+            )
+        if self.mix_after >= facts.layers:
+            raise ModelError(
+                f"multiplex: mix_after={self.mix_after} leaves no layer to run multiplexed; the "
+                f"encoder has {facts.layers} layers (mix_after 0..{facts.layers - 1})"
+            )
+        extra = self.n if self.demux == "prefix" else 0
+        if extra and facts.max_positions and facts.max_length + extra > facts.max_positions:
+            raise ModelError(
+                f"multiplex: the prefix demultiplexer adds {extra} positions to "
+                f"{facts.max_length} tokens; the model reads {facts.max_positions}",
+                hint=f"use data.max_length <= {facts.max_positions - extra}",
+            )
+        if self.mux == "contextual":
+            reason = "the contextual multiplexer cannot follow hidden-dimension pruning"
+            if facts.hidden_pruned_by:
+                raise ModelError(
+                    f"multiplex: {reason}, and '{facts.hidden_pruned_by}' in this stage prunes "
+                    "hidden dimensions",
+                    hint="set hidden: false there, or use mux: gaussian",
+                )
+            facts.fixed_hidden = reason
+        facts.forward_by = "multiplex"
+        facts.group_size = self.n
 
     def apply(self, model: EffkitModel, ctx: StageContext) -> EffkitModel:
         if model.adapter is not None:

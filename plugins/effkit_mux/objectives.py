@@ -24,7 +24,15 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from effkit import EffkitModel, Objective, StageContext, TaskObjective
+from effkit import (
+    DataError,
+    EffkitModel,
+    ModelError,
+    ModelFacts,
+    Objective,
+    StageContext,
+    TaskObjective,
+)
 
 from .adapter import MuxAdapter, adapter_of, plan
 from .heads import DiscriminatorHead, VocabHead
@@ -60,12 +68,29 @@ def _plain_tokens(ids: torch.Tensor, mask: torch.Tensor, tokenizer: Any) -> torc
     return plain
 
 
+def _check_multiplexed(facts: ModelFacts, objective: str) -> None:
+    if facts.forward_by != "multiplex":
+        raise ModelError(
+            f"objective '{objective}' trains a multiplexed model: apply the multiplex transform "
+            "in this stage or an earlier one"
+        )
+
+
 class _TextObjective(Objective):
     """Shared reading of unlabelled text: the task's train split or a text file."""
 
     text_file: str | None = Field(
         None, description="Text file (one document per line) instead of the task's train split."
     )
+
+    def check(self, facts: ModelFacts) -> None:
+        _check_multiplexed(facts, type(self).name or type(self).__name__)
+        if self.text_file is not None:
+            from pathlib import Path
+
+            if not Path(self.text_file).expanduser().is_file():
+                raise DataError(f"text file '{self.text_file}' does not exist",
+                                where="objective.text_file")  # fmt: skip
 
     def features(self, ctx: StageContext) -> list[dict[str, list[int]]]:
         if self.text_file is None:
@@ -248,6 +273,9 @@ class MuxTaskObjective(TaskObjective):
     position_fraction: float = Field(
         0.25, gt=0, le=1, description="Share of positions the auxiliary retrieval scores."
     )
+
+    def check(self, facts: ModelFacts) -> None:
+        _check_multiplexed(facts, "mux-task")
 
     def prepare(self, model: EffkitModel, ctx: StageContext) -> EffkitModel:
         adapter = adapter_of(model, "mux-task")

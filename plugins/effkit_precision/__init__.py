@@ -29,7 +29,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, PrivateAttr
 
-from effkit import EffkitModel, ModelError, StageContext, Transform, native_half
+from effkit import EffkitModel, ModelError, ModelFacts, StageContext, Transform, native_half
 
 __all__ = ["DTYPES", "Precision"]
 
@@ -62,6 +62,20 @@ class Precision(Transform):
     def torch_dtype(self) -> torch.dtype:
         """The torch dtype of :attr:`dtype`."""
         return DTYPES[self.dtype]
+
+    def check(self, facts: ModelFacts) -> None:
+        if facts.number_format == "int8":
+            raise ModelError(
+                f"precision: the model holds int8 weights; int8 and {self.dtype} are two number "
+                "formats for one model",
+                hint="choose one: remove the quantize transform or the precision transform",
+            )
+        if facts.number_format != "float32":
+            raise ModelError(
+                f"precision: the model is already in {facts.number_format}; precision applies "
+                "once, to a float32 model"
+            )
+        facts.number_format = self.dtype
 
     def apply(self, model: EffkitModel, ctx: StageContext) -> EffkitModel:
         """Check before the stage trains that the model can be cast."""

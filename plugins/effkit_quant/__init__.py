@@ -37,7 +37,7 @@ import torch
 from pydantic import Field, PrivateAttr
 from torch import nn
 
-from effkit import EffkitModel, ExportGraph, ModelError, StageContext, Transform
+from effkit import EffkitModel, ExportGraph, ModelError, ModelFacts, StageContext, Transform
 
 from .linear import Int8Linear, available_engines, quantize_weight, resolve_engine
 
@@ -132,6 +132,18 @@ class Quantize(Transform):
         Runtime once written (torch's int8 CPU kernels have no ONNX translation)."""
         scheme = "dynamic-int8" if self.granularity == "per-channel" else "dynamic-int8-per-tensor"
         return replace(graph, module=float_copy(graph.module), onnx_quantize=scheme)
+
+    def check(self, facts: ModelFacts) -> None:
+        if facts.number_format == "int8":
+            raise ModelError("quantize: the model is already quantized; quantize applies once")
+        if facts.number_format != "float32":
+            raise ModelError(
+                f"quantize: the model is stored in {facts.number_format}; int8 and "
+                f"{facts.number_format} are two number formats for one model",
+                hint="choose one: remove the quantize transform or the precision transform",
+            )
+        resolve_engine(self.engine)
+        facts.number_format = "int8"
 
     def apply(self, model: EffkitModel, ctx: StageContext) -> EffkitModel:
         """Check early (before the stage trains) that the model and the engine can be used."""

@@ -20,27 +20,7 @@ import yaml
 
 ROOT = Path(__file__).parents[1]
 
-BASE = """\
-name: tiny-base
-seed: 0
-model: {source: preset:tiny}
-task: {type: sequence-classification}
-data: {source: builtin:synthetic, max_length: 32}
-stages:
-  - name: prime
-    transforms: [{name: multiplex, n: 2}]
-    objective: retrieval
-    train: {steps: 2, batch_size: 8, checkpoint_every: 0}
-  - name: finetune
-    objective: mux-task
-    train: {steps: 4, batch_size: 8, lr: 3.0e-3, eval_every: 2, checkpoint_every: 0}
-  - name: prune
-    transforms:
-      - {name: cofi, sparsity: 0.5, hidden: false}
-      - {name: distill, teacher: finetune}
-    train: {steps: 2, batch_size: 8, checkpoint_every: 0}
-evaluate: {splits: [validation, test]}
-"""
+from test_search import BASE  # noqa: E402  (the tiny base recipe of the search tests)
 
 # three distinct parameter sets enqueued first: the budget is met without the sampler, so which
 # trial runs which recipe does not depend on timing

@@ -3,26 +3,26 @@ search."""
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
-from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import RenderableType
 from rich.table import Table
 
+from effkit import cli_models
+from effkit.cli_common import bench_table, metrics_table
+from effkit.cli_recipes import recipes_app
 from effkit.console import console, out, setup_logging, switches
-from effkit.errors import EffkitError, did_you_mean
+from effkit.errors import EffkitError
 from effkit.pareto.command import checked
 from effkit.pareto.command import search as search_command
 
 app = typer.Typer(
     name="effkit",
     help="Composable efficiency transforms for transformer encoders.",
-    add_completion=False,
+    add_completion=True,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -43,48 +43,9 @@ def _main(
     setup_logging(logging.WARNING if quiet else logging.INFO)
 
 
-def _metrics_table(metrics: dict[str, dict[str, float]], title: str) -> Table:
-    names: list[str] = []
-    for scores in metrics.values():
-        names += [k for k in scores if k not in names and "/" not in k]
-    table = Table(title=title)
-    table.add_column("split")
-    for name in names:
-        table.add_column(name, justify="right")
-    for split, scores in metrics.items():
-        table.add_row(split, *(f"{scores[n]:.4f}" if n in scores else "" for n in names))
-    return table
-
-
-def _bench_table(bench: dict[str, Any]) -> RenderableType:
-    """The throughput tables: fixed shape, then real data when measured, with their notes."""
-    from rich.console import Group
-
-    from effkit.bench.summary import COLUMNS, lengths_text, notes, rows
-
-    def one(figures: dict[str, Any], title: str, unit: str) -> Table:
-        table = Table(title=title, caption="\n".join(notes(figures)) or None)
-        heads = {"rate": unit, "range": "min-max", "ratio": "vs baseline"}
-        columns = [*COLUMNS, "vs best"] if figures.get("best_runtime") else list(COLUMNS)
-        for col in columns:
-            table.add_column(heads.get(col, col), justify="left" if col == "model" else "right")
-        for row in rows(figures):
-            table.add_row(*(row[col] for col in columns))
-        return table
-
-    parts: list[RenderableType] = [one(bench, "Throughput (fixed shape)", "samples/s")]
-    real = bench.get("realdata")
-    if real:
-        data = real.get("settings", {}).get("data", {})
-        title = (f"Real data: {data.get('source')} {data.get('split')}, {data.get('texts')} "
-                 f"texts, {lengths_text(data.get('lengths') or {})}")  # fmt: skip
-        parts.append(one(real, title, "inputs/s"))
-    return Group(*parts)
-
-
 @app.command()
 def apply(
-    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file, or a shipped recipe's name.")],
     set_: SetOption = None,
     run_dir: Annotated[
         Path | None, typer.Option(help="Run folder (default runs/RECIPE-NAME).")
@@ -97,21 +58,22 @@ def apply(
     """Run a recipe: stages, evaluation, benchmark, report. Re-running resumes."""
     from effkit.recipe import load_recipe
     from effkit.runner import Runner
+    from effkit.shipped import recipe_path
 
-    spec = load_recipe(recipe, set_ or [])
+    spec = load_recipe(recipe_path(recipe), set_ or [])
     result = Runner(
         spec, run_dir, cache=not no_cache, benchmark=not no_bench, progress=not switches.quiet
     ).run()
     if result.metrics:
-        out.print(_metrics_table(result.metrics, f"{spec.name}: task metrics"))
+        out.print(metrics_table(result.metrics, f"{spec.name}: task metrics"))
     if result.bench:
-        out.print(_bench_table(result.bench))
+        out.print(bench_table(result.bench))
     out.print(f"report: {result.report}")
 
 
 @app.command()
 def validate(
-    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file, or a shipped recipe's name.")],
     set_: SetOption = None,
 ) -> None:
     """Check a recipe (or a search spec) against its models, data and devices, without running
@@ -119,7 +81,9 @@ def validate(
     from effkit.pareto.spec import is_search_spec
     from effkit.preflight import preflight, unneeded_stages
     from effkit.recipe import load_recipe
+    from effkit.shipped import recipe_path
 
+    recipe = recipe_path(recipe)
     if recipe.is_file() and is_search_spec(recipe):
         out.print(f"{recipe}: search spec, {checked(recipe, set_ or [])}")
         return
@@ -141,15 +105,25 @@ def schema(
     format_: Annotated[
         str, typer.Option("--format", help="json (for editors) or markdown (the reference).")
     ] = "json",
+    search: Annotated[
+        bool, typer.Option("--search", help="The schema of search specs instead of recipes.")
+    ] = False,
 ) -> None:
-    """Print the recipe schema, installed plugins included: JSON schema or a Markdown reference."""
+    """Print the recipe schema, installed plugins included: JSON schema or a Markdown reference.
+    Shipped recipes name their schema in a first line for editors
+    (`# yaml-language-server: $schema=recipe.schema.json`)."""
     from effkit.errors import RecipeError
-    from effkit.schema import json_schema, reference_markdown
+    from effkit.schema import reference_markdown, schema_text
     from effkit.storage import write_text
 
     if format_ not in ("json", "markdown"):
         raise RecipeError(f"unknown schema format '{format_}'", hint="json or markdown")
-    text = json.dumps(json_schema(), indent=2) + "\n" if format_ == "json" else reference_markdown()
+    if search and format_ != "json":
+        raise RecipeError("--search gives the JSON schema of search specs", hint="--format json")
+    if format_ == "json":
+        text = schema_text("search" if search else "recipe")
+    else:
+        text = reference_markdown()
     if output is None:
         sys.stdout.write(text)
     else:
@@ -181,260 +155,12 @@ def plugins() -> None:
         out.print(table)
 
 
-class Statistic(str, Enum):
-    """Which trial of a benchmark is reported."""
-
-    median = "median"
-    best = "best"
-
-
-@app.command()
-def bench(
-    model_dir: Annotated[Path, typer.Argument(help="Saved effkit model folder.")],
-    baseline: Annotated[Path | None, typer.Option(help="Model folder to compare with.")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Inputs per batch.")] = 128,
-    seq_len: Annotated[int, typer.Option(min=2, help="Tokens per input.")] = 128,
-    warmup: Annotated[int | None, typer.Option(min=0, help="Warm-up batches per model.")] = None,
-    trials: Annotated[int | None, typer.Option(min=1, help="Timed trials.")] = None,
-    statistic: Annotated[
-        Statistic, typer.Option(help="Report the median trial, or the fastest (best).")
-    ] = Statistic.median,
-    batches: Annotated[int | None, typer.Option(min=1, help="Batches per trial.")] = None,
-    min_trial_seconds: Annotated[
-        float, typer.Option(min=0, help="A trial lasts at least this long.")
-    ] = 0.0,
-    threads: Annotated[int | None, typer.Option(min=1, help="torch threads.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
-    memory: Annotated[bool, typer.Option(help="Peak memory per model (subprocess).")] = False,
-    data: Annotated[
-        str | None,
-        typer.Option(help="Also time prediction on this data's texts (as a recipe's data.source)."),
-    ] = None,
-    split: Annotated[str, typer.Option(help="The split of --data to time.")] = "test",
-    data_limit: Annotated[
-        int | None, typer.Option(min=1, help="At most this many texts of --data.")
-    ] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Data option for --data: text_column=sentence, limit=500..."),
-    ] = None,
-    runtimes: Annotated[
-        bool,
-        typer.Option(
-            "--runtimes",
-            help="Also time the baseline (or the model, without --baseline) in every plain "
-            "runtime: bf16/fp16 where the hardware has them, torch int8, ONNX Runtime; ratios "
-            "against the fastest too.",
-        ),
-    ] = False,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write figures here.")] = None,
-) -> None:
-    """Measure a model's throughput (and a baseline's, interleaved in the same process).
-
-    With --data, end-to-end prediction on that data's texts is timed too, in inputs per second.
-    """
-
-    from effkit.bench import BenchConfig, compare, load_texts, resolve_device
-    from effkit.errors import RecipeError
-    from effkit.models import load
-    from effkit.storage import write_json
-
-    if split not in ("train", "validation", "test"):
-        raise RecipeError(
-            f"unknown split '{split}'", hint=did_you_mean(split, ["train", "validation", "test"])
-        )
-    if set_ and data is None:
-        raise RecipeError("--set gives data options, and needs --data")
-    cfg = BenchConfig(
-        batch_size=batch_size, seq_len=seq_len, warmup=warmup, trials=trials, batches=batches,
-        threads=threads, device=device, memory=memory, statistic=statistic.value,
-        min_trial_seconds=min_trial_seconds, data=data or False, data_split=split,
-        data_limit=data_limit,
-    )  # fmt: skip
-    dev = resolve_device(device)
-    folders = {"model": model_dir}
-    if baseline is not None:
-        folders["baseline"] = baseline
-    models = {name: load(path, device=dev) for name, path in folders.items()}
-    texts = None
-    if data is not None:
-        data_cfg = _data_options(data, models["model"].max_length, set_)
-        if any(item.partition("=")[0].strip() == "max_length" for item in set_ or []):
-            from effkit.checks import check_max_length
-
-            for model in models.values():
-                check_max_length(model, data_cfg.max_length, "max_length")
-                model.max_length = data_cfg.max_length
-        texts = load_texts(data_cfg, models["model"].task.type, split)
-    reference = "baseline" if baseline is not None else ("model" if runtimes else None)
-    variants = None
-    if runtimes and reference is not None:
-        from effkit.runtimes import baseline_runtimes
-
-        variants = baseline_runtimes(models[reference], dev)
-    data_out = compare(models, cfg, baseline=reference, folders=folders, texts=texts,
-                       runtimes=variants)  # fmt: skip
-    out.print(_bench_table(data_out))
-    if json_out is not None:
-        write_json(json_out, data_out)
-
-
-def _data_options(source: str, max_length: int, options: list[str] | None) -> Any:
-    """The data config of ``--data SOURCE --set KEY=VALUE ...``, read as a recipe's ``--set``;
-    a bad option is one line naming it."""
-    from pydantic import ValidationError
-
-    from effkit.data import DataConfig
-    from effkit.errors import RecipeError
-    from effkit.recipe import apply_overrides
-
-    fields: dict[str, Any] = {"source": source, "max_length": max_length}
-    apply_overrides(fields, options or [])
-    try:
-        return DataConfig.model_validate(fields)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'data'}: {e['msg']}" for e in exc.errors()
-        )
-        raise RecipeError(f"data options: {problems}") from None
-
-
-@app.command(name="eval")
-def eval_(
-    model_dir: Annotated[Path, typer.Argument(help="Saved effkit model folder.")],
-    data: Annotated[str, typer.Option(help="Data source (as in a recipe's data.source).")],
-    split: Annotated[list[str] | None, typer.Option(help="Split(s) to score.")] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Data option: text_column=sentence, max_length=256..."),
-    ] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Inputs per batch.")] = 64,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics here.")] = None,
-) -> None:
-    """Score a saved model on labelled data."""
-
-    from effkit.data import load_task_data
-    from effkit.errors import RecipeError
-    from effkit.inference import evaluate_examples
-    from effkit.models import load
-    from effkit.storage import write_json
-
-    model = load(model_dir)
-    cfg = _data_options(data, model.max_length, set_)
-    splits = split or ["test"]
-    for name in splits:
-        if name not in ("train", "validation", "test"):
-            raise RecipeError(
-                f"unknown split '{name}'",
-                hint=did_you_mean(name, ["train", "validation", "test"]),
-            )
-    model.max_length = cfg.max_length
-    task_data = load_task_data(cfg, model.task.type, model.task.labels)
-    metrics = {
-        s: evaluate_examples(
-            model, task_data.splits[s], batch_size=batch_size, bar=None if switches.quiet else s
-        )
-        for s in splits
-    }
-    out.print(_metrics_table(metrics, f"{model_dir}"))
-    if json_out is not None:
-        write_json(json_out, metrics)
-
-
-@app.command()
-def predict(
-    model_dir: Annotated[Path, typer.Argument(help="Saved effkit model folder.")],
-    input: Annotated[
-        str, typer.Option("--input", "-i", help="Text file, one input per line; - for stdin.")
-    ] = "-",
-    batch_size: Annotated[int, typer.Option(min=1, help="Inputs per batch.")] = 32,
-) -> None:
-    """Predict raw text, one input per line; writes one JSON line per input, in order."""
-    from effkit.errors import DataError
-    from effkit.models import load, require_effkit_dir
-
-    if not (require_effkit_dir(model_dir) / "tokenizer_config.json").is_file():
-        raise DataError(f"'{model_dir}' holds no tokenizer, so it cannot read raw text")
-    if input == "-":
-        if sys.stdin is None or not hasattr(sys.stdin, "buffer"):
-            raise DataError("standard input is closed; give --input FILE")
-        lines = _text_lines(sys.stdin.buffer.read(), "standard input")
-    else:
-        path = Path(input)
-        if path.is_dir():
-            raise DataError(f"input '{path}' is a folder; give a text file, or - for stdin")
-        if not path.is_file():
-            raise DataError(f"input file '{path}' does not exist")
-        lines = _text_lines(path.read_bytes(), str(path))
-    texts = [line for line in lines if line.strip()]
-    if not texts:
-        raise DataError("no input text (one input per non-empty line)")
-    model = load(model_dir)
-    for text, result in zip(texts, model.predict(texts, batch_size=batch_size), strict=True):
-        sys.stdout.write(json.dumps({"text": text, **result}, ensure_ascii=False) + "\n")
-
-
-def _text_lines(raw: bytes, where: str) -> list[str]:
-    """The lines of UTF-8 text in ``raw``; a DataError naming the first byte that is not text."""
-    from effkit.errors import DataError
-
-    hint = "give UTF-8 text, one input per line"
-    if b"\x00" in raw:
-        offset = raw.index(b"\x00")
-        raise DataError(f"binary data: a NUL byte at offset {offset}", where=where, hint=hint)
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(
-            f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at offset {exc.start} (line {line})",
-            where=where,
-            hint=hint,
-        ) from None
-    return text.splitlines()
-
-
-@app.command(name="export")
-def export_(
-    model_dir: Annotated[Path, typer.Argument(help="Saved effkit model folder.")],
-    format_: Annotated[
-        str,
-        typer.Option("--format", help="onnx, or hf: a stock transformers folder (no effkit)."),
-    ] = "onnx",
-    output: Annotated[
-        Path | None,
-        typer.Option(help="Output file or folder (default MODEL_DIR/model.onnx, MODEL_DIR-hf)."),
-    ] = None,
-    batch_size: Annotated[
-        int, typer.Option(min=1, help="Inputs per batch for check and bench.")
-    ] = 8,
-    seq_len: Annotated[
-        int, typer.Option(min=2, help="Tokens per input for check and bench.")
-    ] = 128,
-    check: Annotated[
-        bool, typer.Option("--check/--no-check", help="Compare with PyTorch (onnxruntime).")
-    ] = True,
-    bench: Annotated[bool, typer.Option("--bench", help="Time onnxruntime vs PyTorch.")] = False,
-    trials: Annotated[int | None, typer.Option(min=1, help="Timed trials (--bench).")] = None,
-    batches: Annotated[int | None, typer.Option(min=1, help="Batches per trial (--bench).")] = None,
-    threads: Annotated[int | None, typer.Option(min=1, help="Threads (--bench).")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
-) -> None:
-    """Export a saved model to ONNX (every stack) or a stock transformers folder, and check it."""
-    from effkit.bench import BenchConfig
-    from effkit.export import export_model, summary
-    from effkit.storage import write_json
-
-    cfg = BenchConfig(trials=trials, batches=batches, threads=threads, device="cpu")
-    report = export_model(model_dir, output, format=format_, batch_size=batch_size,
-                          seq_len=seq_len, check=check, bench=bench, bench_config=cfg)  # fmt: skip
-    for line in summary(report):
-        out.print(line, highlight=False, soft_wrap=True)
-    if json_out is not None:
-        write_json(json_out, report)
-
-
 app.command(name="search")(search_command)
+app.command(name="bench")(cli_models.bench)
+app.command(name="eval")(cli_models.eval_)
+app.command(name="predict")(cli_models.predict)
+app.command(name="export")(cli_models.export_)
+app.add_typer(recipes_app, name="recipes")
 
 
 def main(argv: list[str] | None = None) -> None:

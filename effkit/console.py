@@ -2,12 +2,16 @@
 
 Results go to standard output (:data:`out`), so that they can be piped; logs, progress and
 errors go to standard error (:data:`console`). Every command module prints through these.
+
+In a run of several processes only the first prints results, progress and logs; the others
+print errors only (:func:`quiet_other_ranks`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 
 from rich.console import Console
@@ -31,6 +35,32 @@ class Switches:
 switches = Switches()
 
 
+_RANK_VARIABLES = ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "MV2_COMM_WORLD_RANK")
+
+
+def launched_rank() -> int:
+    """This process's rank as its launcher set it (torchrun, accelerate, MPI); 0 otherwise."""
+    for name in _RANK_VARIABLES:
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
+def quiet_other_ranks(rank: int | None = None) -> None:
+    """In any process but the first (``rank``, default the launcher's): no results on standard
+    output, and logs and Python warnings only from errors up."""
+    rank = launched_rank() if rank is None else rank
+    if rank == 0:
+        return
+    out.quiet = True
+    root = logging.getLogger()
+    root.setLevel(max(root.level, logging.ERROR))
+    for handler in root.handlers:  # loggers with a level of their own reach these too
+        handler.setLevel(max(handler.level, logging.ERROR))
+    warnings.filterwarnings("ignore")
+
+
 def setup_logging(level: int) -> None:
     """Log through rich on standard error; quiet the libraries that talk on their own."""
     from rich.logging import RichHandler
@@ -51,3 +81,4 @@ def setup_logging(level: int) -> None:
         transformers.utils.logging.disable_progress_bar()
     except ImportError:  # pragma: no cover - transformers is a dependency
         pass
+    quiet_other_ranks()

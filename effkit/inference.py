@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import torch
-from tqdm.auto import tqdm
 
 from effkit import metrics
 
@@ -31,6 +30,7 @@ def batched_logits(
     ``bar`` labels a progress bar (None: no bar).
     """
     from effkit.data import Collator
+    from effkit.progress import track
 
     if not features:
         return []
@@ -42,7 +42,7 @@ def batched_logits(
     model.eval()
     batches = length_batches(features, batch_size)
     with torch.inference_mode():
-        for idx in tqdm(batches, desc=bar, disable=bar is None, leave=False, unit="batch"):
+        for idx in track(batches, len(batches), bar, unit="batches"):
             batch = collate([features[i] for i in idx])
             logits = model(**_model_inputs(batch, device)).logits.float().cpu()
             own_rows(out, features, idx, logits)

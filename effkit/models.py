@@ -98,6 +98,12 @@ class ModelConfig(BaseModel):
         return value
 
 
+DATA_COLUMNS = frozenset(
+    {"text_column", "text_pair_column", "label_column", "tokens_column", "tags_column"}
+)
+"""The fields of a recipe's ``data`` a saved model keeps (``effkit eval`` reads its data so)."""
+
+
 def hf_auto_class(task: str) -> Any:
     """The transformers Auto class of a task's head (sequence or token classification)."""
     import transformers
@@ -141,6 +147,8 @@ class EffkitModel(nn.Module):
         self.transforms: list[Transform] = []
         self.max_length = 128
         """Tokens per input used in training; prediction truncates raw text to it."""
+        self.data_columns: dict[str, str] = {}
+        """The data columns it was trained on (``text_column``...), for ``effkit eval``."""
         self.adapter: nn.Module | None = None
         """A module that takes over the forward pass (multiplexing wraps the model this way).
 
@@ -407,6 +415,7 @@ def save(model: EffkitModel, path: str | Path, *, card: dict[str, Any] | None = 
         "task": model.task.model_dump(),
         "hf_class": type(model.hf).__name__,
         "max_length": model.max_length,
+        "data_columns": model.data_columns,
         "transforms": [
             {"name": t.registered_name(), "config": t.model_dump(mode="json"), "state": t.state()}
             for t in model.transforms
@@ -462,6 +471,9 @@ def load(path: str | Path, *, device: str | torch.device = "cpu") -> EffkitModel
     tokenizer = _load_tokenizer(path) if (path / "tokenizer_config.json").exists() else None
     model = EffkitModel(hf, tokenizer, task, meta.get("source", str(path)))
     model.max_length = int(meta.get("max_length", model.max_length))
+    columns = meta.get("data_columns")
+    if isinstance(columns, dict):
+        model.data_columns = {str(k): v for k, v in columns.items() if k in DATA_COLUMNS}
     ctx = StageContext(stage="load", tokenizer=tokenizer, rebuilding=True, resolve_model=load)
     for entry in meta.get("transforms", []):
         cls = registry.get(registry.TRANSFORMS, entry["name"], where=str(path / "effkit.json"))

@@ -30,6 +30,7 @@ from typing import Any
 from effkit import registry
 from effkit.checks import is_effkit_dir, saved_json, weights_problem
 from effkit.data import TaskData, load_task_data
+from effkit.distributed import family_checkpointing_problem
 from effkit.errors import DataError, EffkitError, ModelError, RecipeError
 from effkit.models import PRESETS, ModelConfig, minilm_path
 from effkit.recipe import Recipe
@@ -246,6 +247,11 @@ class _Checker:
                     "training runs in float32",
                     hint="put the precision transform in the last stage, after every stage "
                     "that trains"), ("stages", i, "train", "steps"))  # fmt: skip
+            if facts.trains and stage.train.gradient_checkpointing:
+                problem = family_checkpointing_problem(facts.family, facts.task)
+                if problem:
+                    raise self.at(RecipeError(problem, hint="set gradient_checkpointing: false"),
+                                  ("stages", i, "train", "gradient_checkpointing"))  # fmt: skip
             for j, transform in enumerate(stage.build_transforms()):
                 loc: tuple[str | int, ...] = ("stages", i, "transforms", j)
                 try:

@@ -35,7 +35,7 @@ from effkit.objectives import Objective
 from effkit.task import Task
 from effkit.train import TrainConfig
 from effkit.transform import Transform
-from effkit.yaml_io import Loc, read_yaml
+from effkit.yaml_io import Loc, either_text, exists_at, read_yaml
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 INDEX = re.compile(r"^-?[0-9]+$")
@@ -178,6 +178,9 @@ class Recipe(BaseModel):
 
     name: str = Field(description="Recipe name; the default run folder is runs/NAME.")
     description: str = Field("", description="Free text shown in the report.")
+    measured: str = Field(
+        "", description="What the recipe reached when last measured, one line (effkit recipes)."
+    )
     seed: int = Field(
         0, ge=0, le=2**32 - 1, description="Seed for data order, initialisation and dropout."
     )
@@ -415,46 +418,31 @@ def validation_error(
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
         # union branches and dict-key markers add names the YAML does not have: drop them
-        while len(loc) > 1 and not _exists(data, loc):
-            if err["type"] in ("extra_forbidden", "missing") and _exists(data, loc[:-1]):
+        while len(loc) > 1 and not exists_at(data, loc):
+            if err["type"] in ("extra_forbidden", "missing") and exists_at(data, loc[:-1]):
                 break
             loc = loc[:-1]
         place = (source_location(source, lines, origins, loc), format_loc(loc, data))
         said = problems.setdefault(place, [])
         if (text := msg + (f" ({hint})" if hint else "")) not in said:
             said.append(text)
-    messages = [f"{at}: {path}: {_either(said)}" for (at, path), said in problems.items()]
+    messages = [f"{at}: {path}: {either_text(said)}" for (at, path), said in problems.items()]
     if len(messages) == 1:
         return RecipeError(messages[0])
     return RecipeError(f"{len(messages)} problems:\n  " + "\n  ".join(messages))
 
 
-def _either(said: list[str]) -> str:
-    """What a union's branches said at one place: "Input should be a valid string, or a valid
-    dictionary"."""
-    lead = "Input should be " if said[0].startswith("Input should be ") else ""
-    return ", or ".join([said[0], *(m.removeprefix(lead) for m in said[1:])])
-
-
-def _exists(data: Any, loc: Loc) -> bool:
-    """Whether ``loc`` names something in ``data`` (mapping keys compare as text: YAML keys
-    such as ``1`` arrive as ints, pydantic's locations as strings)."""
-    node = data
-    for item in loc:
-        in_list = isinstance(node, list) and isinstance(item, int) and item < len(node)
-        if in_list or (isinstance(node, dict) and item in node):
-            node = node[item]
-        elif isinstance(node, dict) and str(item) in {str(k) for k in node}:
-            node = next(v for k, v in node.items() if str(k) == str(item))
-        else:
-            return False
-    return True
-
-
 def parse_recipe(
-    text: str, *, source: str = "<recipe>", overrides: list[str] | None = None
+    text: str,
+    *,
+    source: str = "<recipe>",
+    overrides: list[str] | None = None,
+    base: Path | None = None,
 ) -> Recipe:
-    """Validate recipe YAML text with overrides; a :class:`RecipeError` says what and where."""
+    """Validate recipe YAML text with overrides; a :class:`RecipeError` says what and where.
+
+    ``base`` is the folder the text's relative paths are read from (the recipe file's; see
+    :mod:`effkit.paths`); values the overrides set stay relative to the working folder."""
     data, lines = read_yaml(text, source)
     if data is None:
         raise RecipeError("the recipe is empty", where=source)
@@ -462,6 +450,10 @@ def parse_recipe(
         raise RecipeError("a recipe is a mapping of sections (name, model, data, stages...)",
                           where=f"{source}:1")  # fmt: skip
     origins = apply_overrides(data, overrides or [])
+    if base is not None:
+        from effkit.paths import resolve_recipe_paths
+
+        resolve_recipe_paths(data, base, set(origins))
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
@@ -485,4 +477,5 @@ def read_recipe_text(path: str | Path) -> str:
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read, override and validate a recipe file."""
-    return parse_recipe(read_recipe_text(path), source=str(path), overrides=overrides)
+    return parse_recipe(read_recipe_text(path), source=str(path), overrides=overrides,
+                        base=Path(path).parent)  # fmt: skip

@@ -142,12 +142,31 @@ def _throughput_panel(ax: Any, bench: dict[str, Any]) -> None:
         ax.legend(fontsize=8)
 
 
+def loss_kinds(result: RunResult) -> dict[str, dict[str, list[dict[str, float]]]]:
+    """The stages' training curves grouped by what their loss measures: the objective, with
+    the transforms that add a loss term (distillation). Losses of different kinds (token
+    retrieval, masked LM, the task, task plus distillation) are not on one scale."""
+    kinds: dict[str, dict[str, list[dict[str, float]]]] = {}
+    stages = {stage.name: stage for stage in result.recipe.stages}
+    for name, rec in result.stages.items():
+        history = rec.get("train", {}).get("history", [])
+        if not history:
+            continue
+        kind = "loss"
+        if name in stages:
+            plugins = stages[name].resolved_plugins()
+            kind = f"{plugins['objective']['name']} loss"
+            added = [t["name"] for t in plugins["transforms"] if t["name"] == "distill"]
+            kind += "".join(f" + {a}" for a in added)
+        kinds.setdefault(kind, {})[name] = history
+    return kinds
+
+
 def _plot(result: RunResult) -> str | None:
-    curves = {name: rec.get("train", {}).get("history", []) for name, rec in result.stages.items()}
-    curves = {k: v for k, v in curves.items() if v}
+    kinds = loss_kinds(result)
     bench = result.bench or {}
     timings = bench.get("timings", {})
-    if not curves and not timings:
+    if not kinds and not timings:
         return None
     try:
         import matplotlib
@@ -156,19 +175,17 @@ def _plot(result: RunResult) -> str | None:
         import matplotlib.pyplot as plt
     except ImportError:  # plots are a nicety; the tables carry the figures
         return None
-    panels = int(bool(curves)) + int(bool(timings))
-    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 3.6), squeeze=False)
+    panels = len(kinds) + int(bool(timings))
+    fig, axes = plt.subplots(1, panels, figsize=(4.8 * panels, 3.6), squeeze=False)
     ax_iter = iter(axes[0])
-    if curves:
+    for kind, curves in kinds.items():
         ax = next(ax_iter)
-        offset = 0.0
         for name, history in curves.items():
-            steps = [offset + row["step"] for row in history]
-            ax.plot(steps, [row["loss"] for row in history], label=name)
-            offset = steps[-1]
-        ax.set_xlabel("step (stages end to end)")
-        ax.set_ylabel("training loss")
-        ax.set_title("Training")
+            ax.plot([row["step"] for row in history], [row["loss"] for row in history],
+                    label=name)  # fmt: skip
+        ax.set_xlabel("step")
+        ax.set_ylabel(kind)
+        ax.set_title(f"Training: {kind}")
         ax.legend(fontsize=8)
     if timings:
         _throughput_panel(next(ax_iter), bench)

@@ -15,7 +15,6 @@ over the last stage's settings trains the earlier stages once.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
 import time
@@ -27,11 +26,12 @@ from typing import Any
 
 from effkit.checks import check_max_length, weights_problem
 from effkit.data import TaskData
+from effkit.distributed import held_on_main, on_main
 from effkit.errors import DataError, RunError
 from effkit.hf_config import WEIGHTS
 from effkit.inference import evaluate_examples
 from effkit.metrics import mean_std
-from effkit.models import EffkitModel, is_effkit_dir, load, load_model, save
+from effkit.models import DATA_COLUMNS, EffkitModel, is_effkit_dir, load, load_model, save
 from effkit.preflight import Preflight, preflight
 from effkit.recipe import Recipe, StageConfig, load_recipe
 from effkit.run_folder import (
@@ -136,8 +136,12 @@ class Runner:
         keys = {"initial": previous}
         # the stages whose output each key already depends on
         ancestry: dict[str, set[str]] = {"initial": set()}
-        # how often a stage logs or checkpoints does not change what it computes
-        bookkeeping: Any = {"train": {"checkpoint_every", "log_every"}, "start": True}
+        # how often a stage logs or checkpoints, or whether it recomputes activations, does not
+        # change what it computes
+        bookkeeping: Any = {
+            "train": {"checkpoint_every", "log_every", "gradient_checkpointing"},
+            "start": True,
+        }
         last = "initial"
         for stage in self.recipe.stages:
             start = stage.start or last
@@ -178,23 +182,24 @@ class Runner:
         return weights_problem(folder / "model" / (names or [WEIGHTS])[0]) or True
 
     def _completed(self, stage: StageConfig) -> bool:
+        """Whether ``stage`` is done (here or in the cache), as the first process finds it."""
+        return on_main(self.accelerator, lambda: self._completed_here(stage))
+
+    def _completed_here(self, stage: StageConfig) -> bool:
         key, folder = self.keys[stage.name], self.stage_dir(stage.name)
         here = self._finished(folder, key)
         if here is True:
-            if self.main and self.manifest.get("stages", {}).get(stage.name, {}).get("key") != key:
+            if self.manifest.get("stages", {}).get(stage.name, {}).get("key") != key:
                 self._record_stage(stage, read_json(folder / "stage.json"), cached=False)
-            if self.main:  # a run that ended before it tidied up
-                shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+            shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # a run that ended early
             return True
         cached = self._cached(key)
         if self.use_cache and self._finished(cached, key) is True:
             if here:
                 log.warning("stage '%s': %s; taking the cached copy", stage.name, here)
-            if self.main:
-                shutil.rmtree(folder, ignore_errors=True)
-                copy_tree(cached, folder)
-                self._record_stage(stage, read_json(folder / "stage.json"), cached=True)
-            self.accelerator.wait_for_everyone()
+            shutil.rmtree(folder, ignore_errors=True)
+            copy_tree(cached, folder)
+            self._record_stage(stage, read_json(folder / "stage.json"), cached=True)
             return True
         if here:
             raise RunError(
@@ -252,6 +257,8 @@ class Runner:
         if self.recipe.data is not None:
             model.max_length = self.recipe.data.max_length
             check_max_length(model, model.max_length, "data.max_length")
+            columns = self.recipe.data.model_dump(include=set(DATA_COLUMNS))
+            model.data_columns = {k: v for k, v in columns.items() if v is not None}
         return model
 
     # ------------------------------------------------------------------ the run
@@ -263,13 +270,15 @@ class Runner:
         self.data = checked.data
         for note in checked.notes:
             log.warning("%s", note)
-        read_manifest(self.run_dir, self.recipe.name)  # refuse a foreign folder before writing
-        with hold(self.run_dir) if self.main else contextlib.nullcontext():
+        # refuse a foreign folder before writing (the first process looks: the others would
+        # see its lock)
+        on_main(self.accelerator, lambda: read_manifest(self.run_dir, self.recipe.name))
+        with held_on_main(self.accelerator, lambda: hold(self.run_dir)):
             return self._run()
 
     def _run(self) -> RunResult:
         recipe = self.recipe
-        self.manifest = read_manifest(self.run_dir, recipe.name)
+        self.manifest = on_main(self.accelerator, lambda: read_manifest(self.run_dir, recipe.name))
         self.keys = self._stage_keys()
         if self.main:
             write_text(self.run_dir / "recipe.yaml", recipe.to_yaml())

@@ -44,14 +44,36 @@ def json_schema() -> dict[str, Any]:
         return options
 
     stage = defs["StageConfig"]["properties"]
-    stage["transforms"]["items"] = {"oneOf": plugin_union(registry.TRANSFORMS)}
+    stage["transforms"]["items"] = {
+        "anyOf": [{"enum": registry.names(registry.TRANSFORMS)}, *plugin_union(registry.TRANSFORMS)]
+    }
     objectives = plugin_union(registry.OBJECTIVES)
     stage["objective"] = {
         "description": stage["objective"].get("description", ""),
         "default": "task",
         "anyOf": [{"enum": registry.names(registry.OBJECTIVES)}, *objectives],
     }
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     return schema
+
+
+def search_json_schema() -> dict[str, Any]:
+    """JSON schema of search specs (``effkit search``)."""
+    from effkit.pareto.spec import SearchSpec
+
+    schema = SearchSpec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema
+
+
+SCHEMA_FILES = {"recipe": "recipe.schema.json", "search": "search.schema.json"}
+"""The schema files shipped beside the recipes, which name them in their first line."""
+
+
+def schema_text(kind: str) -> str:
+    """The JSON text of the ``recipe`` or ``search`` schema, as shipped."""
+    made = json_schema() if kind == "recipe" else search_json_schema()
+    return json.dumps(made, indent=2) + "\n"
 
 
 def _type_name(annotation: Any) -> str:
@@ -93,6 +115,29 @@ def reference_markdown() -> str:
         "",
         "Generated from the schema by `effkit schema --format markdown`; every section forbids",
         "unknown fields. `effkit schema` prints the same as JSON schema for editors.",
+        "",
+        "**Shipped recipes** install with effkit: `effkit recipes` lists them with what they",
+        "measured, `effkit recipes show NAME` prints one, `effkit recipes copy NAME [DEST]` copies",
+        "one to edit (a search spec with its base recipe), and `effkit apply NAME`,",
+        "`validate NAME`",
+        "and `search NAME` run one by name when no file of that name exists.",
+        "",
+        "**Editors.** Each shipped recipe starts with",
+        "`# yaml-language-server: $schema=recipe.schema.json`",
+        "(search specs: `search.schema.json`),",
+        "which the YAML language server (VS Code's YAML extension, neovim, Helix...) reads for",
+        "completion and checks; a copied recipe names the installed schema file.",
+        "`effkit schema [--search] --output FILE` writes the schema of this installation, its",
+        "plugins included.",
+        "",
+        "**Paths** written in a recipe are relative to the recipe file's folder: `model.source`,",
+        "`data.source`, `benchmark.baseline`, `benchmark.data` and plugin fields that name files",
+        "or models (a distillation `teacher`, an MLM `text_file`). A value counts as a path when",
+        "it starts with `./` or `../`, exists beside the recipe, or ends in a data or weights",
+        "extension (`.csv`, `.jsonl`, `.parquet`, `.conll`, `.safetensors`...); anything else",
+        "(`builtin:...`, a hub id, a stage name) is left as written. A value given with `--set`,",
+        "or written by a search's space, is a command-line path: relative to the working folder.",
+        "A search spec's `recipe:` is relative to the spec.",
         "",
     ]
     for title, note, model in sections:

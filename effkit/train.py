@@ -1,10 +1,13 @@
 """The training loop: one stage's optimisation on accelerate, with hooks for transforms.
 
 The loop is written out top to bottom rather than hidden in a trainer framework. accelerate
-provides the process group, the device and mixed precision; gradients of all processes are
-averaged after each backward pass, so the same recipe runs on one CPU, several GPUs or several
-machines under ``accelerate launch`` / ``torchrun`` and, for sequence tasks, gives the same
-updates for the same global batch (a token task averages over each share's own tokens).
+provides the process group, the device and mixed precision, and its standard calls carry the
+step: ``prepare`` wraps the stage's model and loss (:class:`~effkit.distributed.StageLoss`) in
+DistributedDataParallel over several processes, ``accumulate`` skips the synchronisation of all
+but the last micro-batch, ``backward`` and ``clip_grad_norm_`` do the rest. So the same recipe
+runs on one CPU, several GPUs or several machines under ``torchrun`` / ``accelerate launch``
+and, for sequence tasks, gives the same updates for the same global batch (a token task
+averages over each share's own tokens). Logged figures are averaged over the processes.
 
 Batches are drawn from a seeded permutation per epoch, so step ``s`` always sees the same inputs:
 a stage that resumes from a checkpoint continues exactly where it stopped.
@@ -13,6 +16,8 @@ a stage that resumes from a checkpoint continues exactly where it stopped.
 from __future__ import annotations
 
 import contextlib
+import datetime
+import functools
 import logging
 import math
 import random
@@ -24,11 +29,23 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from tqdm.auto import tqdm
 
 from effkit import checkpoints
 from effkit.averaging import WeightAverage
+from effkit.console import quiet_other_ranks
+from effkit.distributed import (
+    StageLoss,
+    check_supported,
+    mean_over_processes,
+    on_main,
+    prepare,
+    recomputed,
+    set_gradient_checkpointing,
+    unused_parameters,
+    warn_launch,
+)
 from effkit.errors import DataError, RecipeError
+from effkit.progress import Bar
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -57,6 +74,11 @@ class TrainConfig(BaseModel):
     max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping; null: none.")
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
         "auto", description="auto: bf16 (or fp16) on a GPU, full precision on a CPU."
+    )
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Recompute each encoder layer's activations in the backward pass instead "
+        "of keeping them: less memory for about a third more compute, the same updates.",
     )
     eval_every: int = Field(
         0, ge=0, description="Validate every k steps and keep the best weights; 0: keep the last."
@@ -131,13 +153,17 @@ class TrainResult:
 # --------------------------------------------------------------------------- process setup
 
 _accelerator: Accelerator | None = None
+_launch_checked = False
+WAIT_HOURS = 3
+"""How long a process of a multi-process run waits for the others at a synchronisation point."""
 
 
 def accelerator_for(mixed_precision: str = "auto") -> Accelerator:
     """The process's accelerator, created once (accelerate keeps process state global)."""
-    global _accelerator
+    global _accelerator, _launch_checked
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
+    from accelerate.utils import InitProcessGroupKwargs
 
     precision = mixed_precision
     if precision == "auto":
@@ -149,7 +175,14 @@ def accelerator_for(mixed_precision: str = "auto") -> Accelerator:
         return _accelerator
     if _accelerator is not None:
         AcceleratorState._reset_state(reset_partial_state=False)
-    _accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision)
+    # the other processes wait while the first validates, evaluates and benchmarks alone
+    waits = InitProcessGroupKwargs(timeout=datetime.timedelta(hours=WAIT_HOURS))
+    _accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=precision,
+                               kwargs_handlers=[waits])  # fmt: skip
+    quiet_other_ranks(_accelerator.process_index)
+    if not _launch_checked:
+        _launch_checked = True
+        warn_launch(_accelerator.num_processes)
     return _accelerator
 
 
@@ -229,31 +262,6 @@ def build_optimizer(
 # --------------------------------------------------------------------------- the loop
 
 
-def _sync_parameters(model: torch.nn.Module, accelerator: Accelerator) -> None:
-    if accelerator.num_processes > 1:
-        import torch.distributed as dist
-
-        for tensor in list(model.parameters()) + list(model.buffers()):
-            dist.broadcast(tensor.data, src=0)
-
-
-def _average_gradients(params: list[torch.nn.Parameter], accelerator: Accelerator) -> None:
-    if accelerator.num_processes == 1:
-        return
-    import torch.distributed as dist
-
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= accelerator.num_processes
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
-
-
 def _micro_batches(
     indices: list[int], cfg: TrainConfig, rank: int, world: int
 ) -> Iterator[list[int]]:
@@ -290,6 +298,7 @@ def train_stage(
     if cfg.steps == 0:
         return result
     accelerator = accelerator_for(cfg.mixed_precision)
+    check_supported(accelerator)
     world, rank = accelerator.num_processes, accelerator.process_index
     if (cfg.batch_size // cfg.grad_accum) % world:
         raise RecipeError(
@@ -303,22 +312,42 @@ def train_stage(
     ctx.total_steps = cfg.steps
     ctx.device = accelerator.device
     model.to(accelerator.device)
-    _sync_parameters(model, accelerator)
     model.train()
     optimizer, scheduler = build_optimizer(model, transforms, cfg)
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    clip = [p for group in optimizer.param_groups if group.get("clip") for p in group["params"]]
     pad_id = getattr(ctx.tokenizer, "pad_token_id", 0) or 0
     collate = Collator(pad_token_id=pad_id)
+
+    def micro_batches(step: int) -> Iterator[dict[str, torch.Tensor]]:
+        indices = batch_indices(len(features), seed, step, cfg.batch_size)
+        for chunk in _micro_batches(indices, cfg, rank, world):
+            batch = collate([features[i] for i in chunk])
+            yield {k: v.to(accelerator.device) for k, v in batch.items()}
+
+    # the model and its loss as one module; over several processes DDP wraps it (which
+    # broadcasts the first process's weights), looking for unused parameters only if some are
+    stage_loss = StageLoss(model, objective, transforms, ctx)
+    find_unused = False
+    if world > 1:
+        unused = unused_parameters(stage_loss, next(micro_batches(0)), accelerator.autocast)
+        count = torch.tensor([len(unused)], device=accelerator.device)
+        find_unused = bool(accelerator.reduce(count, reduction="sum").item())
+        if find_unused:
+            log.info("stage '%s': %d trainable tensor(s) take no part in the loss (%s); DDP "
+                     "looks for unused parameters every step", ctx.stage, len(unused),
+                     ", ".join(unused[:3]) or "on another process")  # fmt: skip
+    wrapped, optimizer = prepare(accelerator, stage_loss, optimizer, find_unused)
+    accelerator.gradient_accumulation_steps = cfg.grad_accum
+    accelerator.step = 0  # accumulate() counts micro-batches from here
+    clip = [p for group in optimizer.param_groups if group.get("clip") for p in group["params"]]
+    trained = accelerator.unwrap_model(wrapped).model  # what checkpoints save: ``model`` itself
 
     start = 0
     best_state: dict[str, torch.Tensor] | None = None
     ckpt = checkpoint_dir / checkpoints.LAST if checkpoint_dir is not None else None
     resume = None
     if checkpoint_dir is not None:
-        tidy = accelerator.is_main_process
-        resume = checkpoints.find(checkpoint_dir, checkpoint_key, tidy=tidy)
-        accelerator.wait_for_everyone()
+        folder = checkpoint_dir
+        resume = on_main(accelerator, lambda: checkpoints.find(folder, checkpoint_key))
     average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay is not None else None
     if resume is not None:
         saved, best_state = checkpoints.load(resume, model, optimizer, scheduler, average)
@@ -328,8 +357,7 @@ def train_stage(
         set_seed(seed + rank)
 
     main = accelerator.is_main_process
-    bar = tqdm(total=cfg.steps, initial=start, desc=ctx.stage, disable=not (progress and main),
-               unit="step", dynamic_ncols=True)  # fmt: skip
+    bar = Bar(cfg.steps, ctx.stage, enabled=progress and main, unit="steps", start=start)
     running: dict[str, list[float]] = {}
     began = time.perf_counter() - result.seconds
     step = start
@@ -339,7 +367,7 @@ def train_stage(
         assert ckpt is not None
         checkpoints.save(
             ckpt,
-            model,
+            trained,
             optimizer,
             scheduler,
             result.to_dict(),
@@ -352,38 +380,28 @@ def train_stage(
 
     updating = False
     step_rng = checkpoints.rng_state()  # the random state a step starts from, to restart it
+    if cfg.gradient_checkpointing:
+        set_gradient_checkpointing(model, True, where=f"stage '{ctx.stage}'")
     try:
+        bar.show()
         for step in range(start, cfg.steps):
             ctx.step = step
-            indices = batch_indices(len(features), seed, step, cfg.batch_size)
-            for chunk in _micro_batches(indices, cfg, rank, world):
-                batch = {
-                    k: v.to(accelerator.device)
-                    for k, v in collate([features[i] for i in chunk]).items()
-                }
-                with accelerator.autocast():
-                    loss, outputs, logs = objective.loss(model, batch, ctx)
-                    terms: dict[str, torch.Tensor] = {}
-                    for transform in transforms:
-                        terms.update(transform.loss_terms(model, batch, outputs, ctx))
-                    total = loss + sum(terms.values()) if terms else loss
-                accelerator.backward(total / cfg.grad_accum)
+            for batch in micro_batches(step):
+                # gradients are synchronised in the backward pass of the last micro-batch
+                with accelerator.accumulate(wrapped):
+                    with accelerator.autocast():
+                        total, loss, logs, terms = wrapped(batch)
+                    checking = cfg.gradient_checkpointing
+                    with recomputed(ctx.stage) if checking else contextlib.nullcontext():
+                        accelerator.backward(total)  # divided by grad_accum
                 scalars = {"loss": float(loss.detach()), **logs}
                 scalars.update({key: float(term.detach()) for key, term in terms.items()})
                 for key, number in scalars.items():
                     running.setdefault(key, []).append(number)
             updating = True
-            _average_gradients(params, accelerator)
-            scaler = getattr(accelerator, "scaler", None)  # fp16: loss was scaled in backward
-            if scaler is not None:
-                scaler.unscale_(optimizer)
-            if cfg.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(clip, cfg.max_grad_norm)
-            if scaler is not None:
-                scaler.step(optimizer)  # skips the step when gradients overflowed
-                scaler.update()
-            else:
-                optimizer.step()
+            if cfg.max_grad_norm is not None:  # fp16: unscales the gradients first
+                accelerator.clip_grad_norm_(clip, cfg.max_grad_norm)
+            optimizer.step()  # fp16: skipped when the gradients overflowed
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             ctx.step = step + 1
@@ -397,17 +415,17 @@ def train_stage(
             completed = done = step + 1
             if done % cfg.log_every == 0 or done == cfg.steps:
                 row = {"step": float(done), "lr": float(scheduler.get_last_lr()[0])}
-                row.update({k: sum(v) / len(v) for k, v in running.items()})
+                row.update(mean_over_processes(running, accelerator))
                 result.history.append(row)
                 running = {}
-                bar.set_postfix(loss=f"{row['loss']:.4f}")
+                bar.note(f"loss {row['loss']:.4f}")
             if (
                 validate is not None
                 and cfg.eval_every
                 and (done % cfg.eval_every == 0 or done == cfg.steps)
             ):
                 with average.applied(model) if average else contextlib.nullcontext():
-                    scores = validate(model)
+                    scores = on_main(accelerator, functools.partial(validate, model))
                     score = float(scores[metric])
                     eligible = all(t.selectable(model, ctx) for t in transforms)
                     if eligible and (result.best_score is None or score > result.best_score):
@@ -418,7 +436,7 @@ def train_stage(
                 result.validation.append(
                     {"step": float(done), metric: score, "selectable": float(eligible)}
                 )
-            bar.update(1)
+            bar.advance()
             result.steps = done
             result.seconds = time.perf_counter() - began
             if (
@@ -440,6 +458,10 @@ def train_stage(
         raise
     finally:
         bar.close()
+        del wrapped, stage_loss  # DDP's hooks go with it, before a next stage wraps the model
+        accelerator.free_memory()
+        if cfg.gradient_checkpointing:
+            set_gradient_checkpointing(model, False)
     if best_state is not None and result.best_step != cfg.steps:
         model.load_state_dict(best_state)
         log.info("stage '%s': keeping step %d (validation %.4f)", ctx.stage, result.best_step,

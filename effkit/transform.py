@@ -86,6 +86,18 @@ that names another one this way runs after it and is keyed by its output. A plai
 whose value happens to equal a stage name is only a string."""
 
 
+class LocalPathMarker:
+    """The marker of :data:`LocalPath` fields."""
+
+    def __repr__(self) -> str:
+        return "LocalPath"
+
+
+LocalPath = Annotated[str, LocalPathMarker()]
+"""The type of a plugin field that names a local file or folder (such as a text file to read):
+a relative value in a recipe file is read relative to the recipe's folder (:mod:`effkit.paths`)."""
+
+
 def _refers(annotation: Any) -> bool:
     """Whether ``annotation`` is :data:`StageRef`, alone or inside ``X | None`` / ``list[X]``."""
     if get_origin(annotation) is Annotated:

@@ -128,3 +128,25 @@ def read_yaml(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         problem = getattr(exc, "problem", None) or str(exc)
         raise RecipeError(f"malformed YAML: {problem}", where=where) from exc
+
+
+def either_text(said: list[str]) -> str:
+    """What a union's branches said at one place: "Input should be a valid string, or a valid
+    dictionary"."""
+    lead = "Input should be " if said[0].startswith("Input should be ") else ""
+    return ", or ".join([said[0], *(m.removeprefix(lead) for m in said[1:])])
+
+
+def exists_at(data: Any, loc: Loc) -> bool:
+    """Whether ``loc`` names something in ``data`` (mapping keys compare as text: YAML keys
+    such as ``1`` arrive as ints, pydantic's locations as strings)."""
+    node = data
+    for item in loc:
+        in_list = isinstance(node, list) and isinstance(item, int) and item < len(node)
+        if in_list or (isinstance(node, dict) and item in node):
+            node = node[item]
+        elif isinstance(node, dict) and str(item) in {str(k) for k in node}:
+            node = next(v for k, v in node.items() if str(k) == str(item))
+        else:
+            return False
+    return True

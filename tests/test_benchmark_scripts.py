@@ -183,3 +183,17 @@ def test_deploy_speed_compares_stacks_with_every_baseline_runtime(tmp_path, caps
     assert fixed["best_runtime"] in ("n1", "n1@int8")
     assert all(t["ratio_best"] > 0 for t in fixed["timings"].values())
     assert "vs best N=1 runtime" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_processes_compares_one_process_with_two(tmp_path):
+    processes = script("processes")
+    out = tmp_path / "processes.json"
+    argv = ["--recipe", "tests/recipes/tiny.yaml", "--set", "stages.finetune.train.steps=4",
+            "--output", str(out)]  # fmt: skip
+    assert processes.main(argv) == 0
+    runs = json.loads(out.read_text())["runs"]
+    assert [r["processes"] for r in runs] == [1, 2]
+    assert runs[0]["max_weight_diff"] == 0.0
+    assert runs[1]["max_weight_diff"] < 1e-4  # dropout off: the same updates, to rounding
+    assert all(r["train_s"] > 0 and "accuracy" in r["test"] for r in runs)

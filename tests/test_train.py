@@ -218,3 +218,81 @@ def test_weight_average_names_parameters_that_appear_during_the_stage():
 def test_ema_decay_must_lie_between_zero_and_one():
     with pytest.raises(ValueError, match="ema_decay"):
         TrainConfig(ema_decay=1.0)
+
+
+def _no_dropout_run(data, **train: Any) -> tuple[Any, dict[str, Any], int]:
+    """A tiny model trained 3 steps without dropout; also how often its first layer ran."""
+    from effkit.models import ModelConfig
+
+    torch.manual_seed(0)
+    model = load_model(ModelConfig(source="preset:tiny", dropout=0.0), labels=data.labels,
+                       task="sequence-classification")  # fmt: skip
+    model.max_length = 16
+    calls = [0]
+    layer = model.encoder_layers()[0]
+    hook = layer.attention.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    cfg = TrainConfig(steps=3, batch_size=8, lr=1e-3, log_every=1, **train)
+    model, record = fit(model, data=data, train=cfg, progress=False)
+    hook.remove()
+    return model, record, calls[0]
+
+
+def test_gradient_checkpointing_recomputes_the_layers_and_trains_alike():
+    data = load_task_data(DataConfig(source="builtin:synthetic", max_length=16),
+                          "sequence-classification")  # fmt: skip
+    plain, plain_record, plain_calls = _no_dropout_run(data)
+    saved, saved_record, saved_calls = _no_dropout_run(data, gradient_checkpointing=True)
+    assert saved_calls > plain_calls  # the backward pass ran the layer again
+    losses = [[row["loss"] for row in r["train"]["history"]] for r in (plain_record, saved_record)]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-6)
+    for (name, a), b in zip(plain.state_dict().items(), saved.state_dict().values(), strict=True):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-6, msg=name)
+    assert not saved.hf.is_activation_checkpointing  # off again after the stage
+
+
+def test_gradient_checkpointing_on_a_backbone_without_it_is_refused(monkeypatch):
+    from transformers import BertForSequenceClassification
+
+    from effkit.distributed import family_checkpointing_problem, set_gradient_checkpointing
+    from effkit.errors import RecipeError
+    from effkit.preflight import preflight
+    from effkit.recipe import parse_recipe
+
+    text = """
+name: gc
+model: {source: preset:tiny}
+data: {source: builtin:synthetic}
+stages:
+  - name: finetune
+    train: {steps: 2, gradient_checkpointing: true}
+"""
+    preflight(parse_recipe(text))  # BERT recomputes its layers
+    assert family_checkpointing_problem("bert", "sequence-classification") is None
+    monkeypatch.setattr(BertForSequenceClassification, "supports_gradient_checkpointing", False)
+    with pytest.raises(RecipeError, match="does not support gradient checkpointing"):
+        preflight(parse_recipe(text))
+    model = load_model("preset:tiny", num_labels=2)
+    with pytest.raises(RecipeError, match="BertForSequenceClassification does not support"):
+        set_gradient_checkpointing(model, True)
+
+
+def test_gradient_checkpointing_does_not_change_a_stage_key(tmp_path):
+    from effkit.recipe import parse_recipe
+    from effkit.runner import Runner
+
+    text = """
+name: gc
+model: {source: preset:tiny}
+data: {source: builtin:synthetic}
+stages:
+  - name: finetune
+    train: {steps: 2}
+"""
+    keys = []
+    for extra in ("", ", gradient_checkpointing: true"):
+        recipe = parse_recipe(text.replace("steps: 2}", f"steps: 2{extra}}}"))
+        runner = Runner(recipe, tmp_path / "run", progress=False)
+        runner.data = load_task_data(DataConfig(source="builtin:synthetic"),
+                                     "sequence-classification")  # fmt: skip
+        keys.append(runner._stage_keys()["finetune"])
+    assert keys[0] == keys[1]

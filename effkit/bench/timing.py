@@ -17,6 +17,7 @@ from effkit.bench.inputs import low_id_for, make_inputs
 from effkit.bench.results import BenchResult, Timing, reported_trials
 from effkit.checks import check_max_length
 from effkit.errors import EffkitError, did_you_mean
+from effkit.progress import Bar
 
 logger = logging.getLogger(__name__)
 
@@ -28,47 +29,6 @@ def _batch_size_of(inputs: Mapping[str, torch.Tensor]) -> int:
     if tensor.dim() == 0:
         raise EffkitError("inputs must have a batch dimension", where=WHERE)
     return int(tensor.shape[0])
-
-
-class _Ticker:
-    """A transient progress bar, or nothing."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self._progress: Any = None
-        self._task: Any = None
-        if enabled and total > 0:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-
-            self._progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                transient=True,
-            )
-            self._task = self._progress.add_task("bench", total=total)
-
-    @contextmanager
-    def running(self) -> Iterator[_Ticker]:
-        if self._progress is None:
-            yield self
-            return
-        with self._progress:
-            yield self
-
-    def describe(self, text: str) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, description=text)
-
-    def advance(self) -> None:
-        if self._progress is not None:
-            self._progress.advance(self._task)
 
 
 def _rotated(names: Sequence[str], trial: int) -> list[str]:
@@ -119,9 +79,9 @@ def interleave(
     inputs: dict[str, list[float]] = {name: [] for name in names}
     walls: dict[str, list[float]] = {name: [] for name in names}
     cpus: dict[str, list[float]] = {name: [] for name in names}
-    ticker = _Ticker(len(names) * (warmup + trials * calls_per_trial), progress)
+    ticker = Bar(len(names) * (warmup + trials * calls_per_trial), "bench", enabled=progress)
 
-    with ticker.running(), torch.inference_mode():
+    with ticker, torch.inference_mode():
         for name in names:
             ticker.describe(f"warm-up {name}")
             for _ in range(warmup):

@@ -12,8 +12,14 @@ validation and/or a test split, the missing ones are carved out of train with ``
 split whose labels are all missing (``None``, or ``-1`` as on the hub for GLUE test sets) counts
 as absent and is carved out of train the same way.
 
+A source that names its splits ``dev``, ``valid`` or ``val`` has them read as validation (see
+:func:`~effkit.data.tables.split_names`); which reader takes a local file or folder is decided
+in one place, :func:`~effkit.data.sources.local_reader` (the rule: docs/data.md).
+
 The package's modules: :mod:`~effkit.data.config` (the recipe section and :class:`TaskData`),
-:mod:`~effkit.data.sources` (dispatch, local files, the hub), :mod:`~effkit.data.builtins`,
+:mod:`~effkit.data.sources` (dispatch, local files, the hub), :mod:`~effkit.data.native`
+(hub-style and save_to_disk folders, read by the datasets library), :mod:`~effkit.data.tables`
+(datasets tables to raw rows, split names), :mod:`~effkit.data.builtins`,
 :mod:`~effkit.data.readers` (CoNLL and text files), :mod:`~effkit.data.labels`,
 :mod:`~effkit.data.splits` and :mod:`~effkit.data.features` (tokenisation and the collator).
 """

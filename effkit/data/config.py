@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from effkit.task import TaskType
 
@@ -22,22 +22,43 @@ SPLITS: tuple[str, str, str] = ("train", "validation", "test")
 
 
 class DataConfig(BaseModel):
-    """Where a task's examples come from and how they are split and cut to length."""
+    """Where a task's examples come from and how they are split and cut to length (docs/data.md).
+
+    Every accepted form of ``source``, and which reader takes it, is described in docs/data.md.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     source: str = Field(
         description=(
             "'builtin:bbc-news', 'builtin:wnut16', 'builtin:synthetic', 'builtin:synthetic-ner'; "
-            "a local file or folder (.csv .tsv .json .jsonl .parquet, or CoNLL .conll/.txt/.bio); "
+            "a local file (.csv .tsv .json .jsonl .parquet, or CoNLL .conll/.txt/.bio); a local "
+            "folder: of such split files (train.csv, dev.jsonl, test.conll...), a hub-style "
+            "snapshot (data/ shards, a README.md configs: block) or a save_to_disk folder; "
             "anything else is a dataset name on the Hugging Face hub (e.g. 'glue')."
         )
     )
     subset: str | None = Field(
-        default=None, description="Configuration name of a hub dataset, e.g. 'sst2' for 'glue'."
+        default=None,
+        description=(
+            "Configuration name: of a hub dataset (e.g. 'sst2' for 'glue'), or of a local folder "
+            "whose README.md lists configs:."
+        ),
     )
     format: Literal["auto", "csv", "json", "parquet", "conll"] = Field(
-        default="auto", description="File format of a local source; 'auto' goes by file extension."
+        default="auto",
+        description=(
+            "File format of a local file, or of the split files at the top of a folder; 'auto' "
+            "goes by file extension (folders the datasets library reads always do)."
+        ),
+    )
+    data_files: str | list[str] | dict[str, str | list[str]] | None = Field(
+        default=None,
+        description=(
+            "Files of a local folder or hub dataset to read, as glob patterns relative to it: "
+            "one pattern or a list (all train), or a mapping of split name to pattern(s), e.g. "
+            "{train: 'data/train-*.parquet', dev: 'data/dev-*.parquet'}."
+        ),
     )
     text_column: str = Field(default="text", description="Column holding the input text.")
     text_pair_column: str | None = Field(
@@ -84,6 +105,43 @@ class DataConfig(BaseModel):
         if not math.isclose(sum(value), 1.0, abs_tol=1e-6):
             raise ValueError(f"split_ratios must sum to 1, got {list(value)} (sum {sum(value):g})")
         return value
+
+    @field_validator("data_files")
+    @classmethod
+    def _data_files_valid(
+        cls, value: str | list[str] | dict[str, str | list[str]] | None
+    ) -> str | list[str] | dict[str, str | list[str]] | None:
+        if value is None:
+            return value
+
+        def check(patterns: str | list[str], what: str) -> None:
+            items = [patterns] if isinstance(patterns, str) else patterns
+            if not items:
+                raise ValueError(f"data_files{what} is an empty list; give at least one pattern")
+            if any(not item.strip() for item in items):
+                raise ValueError(f"data_files{what} holds an empty pattern")
+
+        if isinstance(value, dict):
+            if not value:
+                raise ValueError("data_files is an empty mapping; map a split name to patterns")
+            for split, patterns in value.items():
+                if not split.strip():
+                    raise ValueError("data_files maps an empty split name")
+                check(patterns, f" ({split})")
+        else:
+            check(value, "")
+        return value
+
+    @model_validator(mode="after")
+    def _builtin_takes_no_files(self) -> DataConfig:
+        if self.source.strip().startswith("builtin:"):
+            for option in ("data_files", "subset"):
+                if getattr(self, option) is not None:
+                    raise ValueError(
+                        f"{option} picks part of a folder or hub dataset; '{self.source}' is a "
+                        "builtin data set and has none"
+                    )
+        return self
 
 
 @dataclass

@@ -1,17 +1,44 @@
-"""Where examples come from: dispatch by source, local files and folders, the hub."""
+"""Where examples come from: the dispatch by source, effkit's own file reader, the hub.
+
+The dispatch, in order (:func:`load_raw`, and :func:`local_reader` for local paths):
+
+1. ``builtin:NAME``: a builtin data set.
+2. A path that exists, by :func:`local_reader`:
+
+   a. a file: effkit's file reader (csv, tsv, json, jsonl, parquet, CoNLL); a ``.py`` file is
+      refused (no dataset code is run);
+   b. a folder ``save_to_disk`` wrote (``dataset_dict.json``, or ``dataset_info.json`` with
+      ``state.json``): ``datasets.load_from_disk``;
+   c. a folder with split files at its top (``train.csv``, ``dev.jsonl``, ``test.conll``...),
+      unless ``data.data_files`` or ``data.subset`` is set or its README.md lists
+      ``configs:``: effkit's folder reader, file by file (CoNLL errors name their line);
+   d. any other folder: ``datasets.load_dataset`` (hub-style ``data/`` shards, README
+      ``configs:``, ``data.data_files`` patterns); a folder with a ``.py`` loading script at its
+      top is refused.
+
+3. A path that does not exist but reads as one (``./x``, ``x.csv``, ``data/x`` with ``data/``
+   present): an error naming the nearest file.
+4. Anything else: a dataset on the Hugging Face hub.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from effkit.data.builtins import load_builtin
 from effkit.data.config import DataConfig, RawSplit
+from effkit.data.native import card_configs, load_folder, load_saved, saved_kind
 from effkit.data.readers import read_conll, read_text
+from effkit.data.tables import (
+    SPLIT_ALIASES,
+    one_line,
+    pick_splits,
+    quiet_datasets,
+    rows_from_dataset,
+)
 from effkit.errors import DataError, did_you_mean
 from effkit.task import TaskType
 
@@ -35,19 +62,24 @@ _FORMAT_EXTENSIONS: dict[str, tuple[str, ...]] = {
     fmt: tuple(ext for ext, f in _EXTENSIONS.items() if f == fmt)
     for fmt in ("csv", "json", "parquet", "conll")
 }
-_SPLIT_STEMS: dict[str, tuple[str, ...]] = {
-    "train": ("train",),
-    "validation": ("validation", "dev", "valid", "val"),
-    "test": ("test",),
-}
+Reader = Literal["file", "files", "saved", "datasets"]
+"""Who reads a local path: effkit's file reader (one file, or a folder of split files),
+``datasets.load_from_disk`` (``saved``), or ``datasets.load_dataset`` (``datasets``)."""
 
 
 def load_raw(cfg: DataConfig, task: TaskType) -> dict[str, RawSplit]:
+    """The raw splits of the source ``cfg`` names; the dispatch is the module docstring's."""
     source = cfg.source.strip()
     if source.startswith("builtin:"):
         return load_builtin(source.removeprefix("builtin:"), cfg, task)
     path = Path(source).expanduser()
     if path.exists():
+        reader = local_reader(path, cfg)
+        logger.debug("%s: read by %s", path, reader)
+        if reader == "saved":
+            return load_saved(path, cfg, task)
+        if reader == "datasets":
+            return load_folder(path, cfg, task)
         return _load_local(path, cfg, task)
     if _looks_like_path(source):
         parent = path.parent
@@ -58,6 +90,52 @@ def load_raw(cfg: DataConfig, task: TaskType) -> dict[str, RawSplit]:
                 hint = did_you_mean(path.name, siblings)
         raise DataError("no such file or folder", where=source, hint=hint)
     return _load_hub(source, cfg, task)
+
+
+def local_reader(path: Path, cfg: DataConfig) -> Reader:
+    """Which reader takes the local file or folder ``path`` (rule 2 of the module docstring);
+    a source it refuses raises :class:`~effkit.errors.DataError`."""
+    if path.is_file():
+        if path.suffix.lower() == ".py":
+            raise DataError(
+                "the source is a Python file; effkit reads data files and runs no dataset code",
+                where=str(path),
+                hint="point data.source at the data files (.csv .jsonl .parquet...) instead",
+            )
+        for option in ("data_files", "subset"):
+            if getattr(cfg, option) is not None:
+                raise DataError(
+                    f"data.{option} picks part of a folder or hub dataset; the source is one file",
+                    where=str(path),
+                    hint=f"remove data.{option}, or point data.source at the folder",
+                )
+        return "file"
+    if saved_kind(path) is not None:
+        return "saved"
+    if cfg.data_files is not None or cfg.subset is not None or card_configs(path, strict=False):
+        return "datasets"
+    return "files" if _split_files(path, cfg) else "datasets"
+
+
+def _split_files(path: Path, cfg: DataConfig) -> dict[str, list[Path]]:
+    """The files at the top of a folder named after a split (train.csv, dev.jsonl...), per
+    split, among those of ``data.format`` (or of any extension effkit reads)."""
+    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    if cfg.format != "auto":
+        files = [p for p in files if p.suffix.lower() in _FORMAT_EXTENSIONS[cfg.format]]
+    else:
+        files = [p for p in files if p.suffix.lower() in _EXTENSIONS]
+    names = {
+        "train": (cfg.train_split, *SPLIT_ALIASES["train"]),
+        "validation": (cfg.validation_split, *SPLIT_ALIASES["validation"]),
+        "test": (cfg.test_split, *SPLIT_ALIASES["test"]),
+    }
+    out: dict[str, list[Path]] = {}
+    for split, stems in names.items():
+        found = [p for p in files if p.stem.lower() in {s.lower() for s in stems}]
+        if found:
+            out[split] = found
+    return out
 
 
 def _looks_like_path(source: str) -> bool:
@@ -87,27 +165,15 @@ def _file_format(path: Path, cfg: DataConfig) -> str:
 def _load_local(path: Path, cfg: DataConfig, task: TaskType) -> dict[str, RawSplit]:
     if path.is_file():
         return {"train": _load_file(path, cfg, task)}
-    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-    if cfg.format != "auto":
-        files = [p for p in files if p.suffix.lower() in _FORMAT_EXTENSIONS[cfg.format]]
-    else:
-        files = [p for p in files if p.suffix.lower() in _EXTENSIONS]
-    names = {
-        "train": (cfg.train_split, *_SPLIT_STEMS["train"]),
-        "validation": (cfg.validation_split, *_SPLIT_STEMS["validation"]),
-        "test": (cfg.test_split, *_SPLIT_STEMS["test"]),
-    }
     out: dict[str, RawSplit] = {}
-    for split, stems in names.items():
-        found = [p for p in files if p.stem.lower() in {s.lower() for s in stems}]
+    for split, found in _split_files(path, cfg).items():
         if len(found) > 1:
             raise DataError(
                 f"several files could be the {split} split: {', '.join(p.name for p in found)}",
                 where=str(path),
                 hint="keep one, or set data.format to pick by extension",
             )
-        if found:
-            out[split] = _load_file(found[0], cfg, task)
+        out[split] = _load_file(found[0], cfg, task)
     if "train" not in out:
         listing = ", ".join(p.name for p in sorted(path.iterdir())) or "nothing"
         raise DataError(
@@ -138,7 +204,7 @@ def _load_file(path: Path, cfg: DataConfig, task: TaskType) -> RawSplit:
     if fmt == "json":
         _check_records(path)
     dataset = _datasets_load_file(path, fmt)
-    return _rows_from_dataset(dataset, cfg, task, where)
+    return rows_from_dataset(dataset, cfg, task, where)
 
 
 def _check_records(path: Path) -> None:
@@ -166,23 +232,6 @@ def _check_records(path: Path) -> None:
         )
 
 
-@contextlib.contextmanager
-def _quiet_datasets() -> Iterator[None]:
-    """The datasets library without its progress bars and log lines (effkit reports errors)."""
-    import datasets
-
-    bars = datasets.utils.logging.is_progress_bar_enabled()
-    level = datasets.utils.logging.get_verbosity()
-    datasets.utils.logging.disable_progress_bar()
-    datasets.utils.logging.set_verbosity(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        datasets.utils.logging.set_verbosity(level)
-        if bars:
-            datasets.utils.logging.enable_progress_bar()
-
-
 def _datasets_load_file(path: Path, fmt: str) -> Any:
     """One local file read by the datasets library into memory: its arrow files go to a
     temporary folder, so that nothing is left in the datasets cache, refused or not."""
@@ -193,104 +242,42 @@ def _datasets_load_file(path: Path, fmt: str) -> Any:
         kwargs["delimiter"] = "\t" if path.suffix.lower() == ".tsv" else ","
         kwargs["keep_default_na"] = False
     try:
-        with tempfile.TemporaryDirectory(prefix="effkit-data-") as tmp, _quiet_datasets():
+        with tempfile.TemporaryDirectory(prefix="effkit-data-") as tmp, quiet_datasets():
             return datasets.load_dataset(fmt, data_files={"train": str(path)}, split="train",
                                          cache_dir=tmp, keep_in_memory=True,
                                          **kwargs)  # fmt: skip
     except Exception as exc:
         cause = exc.__cause__ or exc
         raise DataError(
-            f"could not read the file as {fmt}: {type(cause).__name__}: {cause}",
+            f"could not read the file as {fmt}: {one_line(cause)}",
             where=str(path),
             hint="check the file's contents, or set data.format",
         ) from exc
-
-
-def _class_names(feature: Any) -> list[str] | None:
-    import datasets
-
-    if isinstance(feature, datasets.ClassLabel):
-        return list(feature.names)
-    inner = getattr(feature, "feature", None)
-    if isinstance(inner, datasets.ClassLabel):
-        return list(inner.names)
-    return None
-
-
-def _rows_from_dataset(dataset: Any, cfg: DataConfig, task: TaskType, where: str) -> RawSplit:
-    columns = list(dataset.column_names)
-
-    def need(column: str, option: str) -> None:
-        if column not in columns:
-            raise DataError(
-                f"no column '{column}' (data.{option}); the columns are: {', '.join(columns)}",
-                where=where,
-                hint=did_you_mean(column, columns),
-            )
-
-    if task == "sequence-classification":
-        need(cfg.text_column, "text_column")
-        if cfg.text_pair_column is not None:
-            need(cfg.text_pair_column, "text_pair_column")
-        need(cfg.label_column, "label_column")
-        texts = list(dataset[cfg.text_column])
-        pairs = (
-            list(dataset[cfg.text_pair_column])
-            if cfg.text_pair_column is not None
-            else [None] * len(texts)
-        )
-        labels = list(dataset[cfg.label_column])
-        rows = [
-            {"text": t, "text_pair": p, "label": y}
-            for t, p, y in zip(texts, pairs, labels, strict=True)
-        ]
-        names = _class_names(dataset.features[cfg.label_column])
-    else:
-        need(cfg.tokens_column, "tokens_column")
-        need(cfg.tags_column, "tags_column")
-        tokens = list(dataset[cfg.tokens_column])
-        tags = list(dataset[cfg.tags_column])
-        rows = [{"tokens": w, "tags": t} for w, t in zip(tokens, tags, strict=True)]
-        names = _class_names(dataset.features[cfg.tags_column])
-    return RawSplit(rows, where, names)
 
 
 def _load_hub(source: str, cfg: DataConfig, task: TaskType) -> dict[str, RawSplit]:
     import datasets
 
     label = f"{source}/{cfg.subset}" if cfg.subset else source
+    kwargs: dict[str, Any] = {}
+    if cfg.data_files is not None:
+        kwargs["data_files"] = cfg.data_files
     try:
-        loaded = datasets.load_dataset(source, cfg.subset)
+        loaded = datasets.load_dataset(source, cfg.subset, **kwargs)
     except ValueError as exc:
         raise DataError(
-            f"could not load '{label}' from the Hugging Face hub: {exc}",
+            f"could not load '{label}' from the Hugging Face hub: {' '.join(str(exc).split())}",
             where=label,
-            hint="check data.source and data.subset",
+            hint="check data.source, data.subset and data.data_files",
         ) from exc
     except Exception as exc:
         raise DataError(
             f"could not load the dataset '{label}' from the Hugging Face hub "
-            f"({type(exc).__name__}: {exc}); the machine may be offline",
+            f"({one_line(exc)}); the machine may be offline",
             where=label,
             hint="download the data and point data.source at a local file or folder "
-            "(.csv .jsonl .parquet .conll)",
+            "(.csv .jsonl .parquet .conll, a hub snapshot or a save_to_disk folder)",
         ) from exc
     if not isinstance(loaded, datasets.DatasetDict):
         loaded = datasets.DatasetDict({cfg.train_split: loaded})
-    available = list(loaded.keys())
-    if cfg.train_split not in loaded:
-        raise DataError(
-            f"no split '{cfg.train_split}' (data.train_split); the splits are: "
-            + ", ".join(available),
-            where=label,
-            hint=did_you_mean(cfg.train_split, available),
-        )
-    out: dict[str, RawSplit] = {}
-    for split, name in (
-        ("train", cfg.train_split),
-        ("validation", cfg.validation_split),
-        ("test", cfg.test_split),
-    ):
-        if name in loaded:
-            out[split] = _rows_from_dataset(loaded[name], cfg, task, f"{label} [{name}]")
-    return out
+    return pick_splits(loaded, cfg, task, label)

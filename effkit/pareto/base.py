@@ -44,14 +44,19 @@ class Base:
             self.text = self.path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise RecipeError(f"cannot read base recipe '{self.path}': {exc}") from exc
-        self.recipe = parse_recipe(self.text, source=str(self.path), overrides=self.overrides)
+        self.recipe = parse_recipe(
+            self.text, source=str(self.path), base=self.path.parent, overrides=self.overrides
+        )
 
     def build(self, extra: list[str]) -> Recipe:
         """The base recipe with the search's overrides and then ``extra`` applied, validated."""
         writes = [item for item in extra if not item.endswith("=null")]
         removals = [item for item in extra if item.endswith("=null")]
         return parse_recipe(
-            self.text, source=str(self.path), overrides=self.overrides + writes + removals
+            self.text,
+            source=str(self.path),
+            base=self.path.parent,
+            overrides=self.overrides + writes + removals,
         )
 
     def trial_recipe(

@@ -25,7 +25,7 @@ def checked(spec: Path, overrides: list[str]) -> str:
 
 
 def search(
-    spec: Annotated[Path, typer.Argument(help="Search spec YAML file.")],
+    spec: Annotated[Path, typer.Argument(help="Search spec YAML file, or a shipped one's name.")],
     trials: Annotated[
         int | None,
         typer.Option(help="Distinct evaluations the study should hold (default: the spec's)."),
@@ -49,7 +49,9 @@ def search(
 ) -> None:
     """Search a recipe's space for the fastest stack that reaches a target (Pareto front)."""
     from effkit.console import out, switches
+    from effkit.shipped import recipe_path
 
+    spec = recipe_path(spec)
     if check:
         out.print(f"{spec}: {checked(spec, set_ or [])}")
         return

@@ -209,6 +209,7 @@ def plot_html(path: Path, study: Any, metric: str, constraints: Callable[..., An
     try:
         import plotly  # noqa: F401
     except ImportError:
+        log.info("pareto.html (the interactive front) needs plotly: pip install 'effkit[plot]'")
         return False
     import optuna.visualization as vis
 
@@ -216,7 +217,8 @@ def plot_html(path: Path, study: Any, metric: str, constraints: Callable[..., An
         figure = vis.plot_pareto_front(
             study, target_names=[metric, "throughput ratio"], constraints_func=constraints
         )
-        write_text(path, figure.to_html(include_plotlyjs="cdn"))
+        # plotly.js inside the page (about 4 MB): it opens without a network
+        write_text(path, figure.to_html(include_plotlyjs=True))
     except Exception as exc:  # an optional view; the PNG and the CSV files carry the figures
         log.warning("pareto.html not written: %s", exc)
         return False

@@ -101,6 +101,9 @@ class SearchSpec(BaseModel):
 
     name: str = Field(description="Search name; the default folder is runs/NAME.")
     description: str = Field("", description="Free text shown in the report.")
+    measured: str = Field(
+        "", description="What the search found when last run, one line (effkit recipes)."
+    )
     recipe: str = Field(description="The base recipe, relative to this file.")
     space: dict[str, Param] = Field(min_length=1, description="Parameters by name.")
     objectives: Objectives = Field(default_factory=Objectives, description="What is maximised.")

@@ -30,7 +30,7 @@ from effkit.pareto.locks import SearchLocks
 from effkit.pareto.recovery import recover
 from effkit.pareto.samplers import constraints_func, make_sampler
 from effkit.pareto.spec import SearchSpec, dump, load_spec
-from effkit.pareto.storage import default_storage, make_storage, owned, shown
+from effkit.pareto.storage import default_storage, make_storage, owned, rdb_url, shown
 from effkit.pareto.workers import quiet_optuna, run_workers
 from effkit.recipe import NAME
 from effkit.storage import read_json, stable_hash, write_json, write_text
@@ -195,10 +195,12 @@ def search(
     if storage is not None and "://" not in storage and not storage.startswith("journal:"):
         raise RecipeError(
             f"storage '{storage}' is not an Optuna storage URL",
-            hint="e.g. postgresql://user:password@host/db, mysql://..., sqlite:///path.db",
+            hint="e.g. postgresql://user:password@host/db, mysql+pymysql://..., sqlite:///path.db",
         )
     folder = Path(search_dir) if search_dir is not None else Path("runs") / spec.name
     url = _resolve_folder(folder, spec, study_name, storage, workers)
+    if not url.startswith("journal:"):
+        rdb_url(url)  # a missing database driver stops the search here, naming the extra
     ctx = Context(spec=spec, overrides=list(overrides or []), folder=folder, study_name=study_name,
                   storage=url, trials=budget, workers=workers, progress=progress,
                   owner=owned(folder, url))  # fmt: skip

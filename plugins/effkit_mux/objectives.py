@@ -27,6 +27,7 @@ from pydantic import Field
 from effkit import (
     DataError,
     EffkitModel,
+    LocalPath,
     ModelError,
     ModelFacts,
     Objective,
@@ -79,7 +80,7 @@ def _check_multiplexed(facts: ModelFacts, objective: str) -> None:
 class _TextObjective(Objective):
     """Shared reading of unlabelled text: the task's train split or a text file."""
 
-    text_file: str | None = Field(
+    text_file: LocalPath | None = Field(
         None, description="Text file (one document per line) instead of the task's train split."
     )
 

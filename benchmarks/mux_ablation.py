@@ -34,7 +34,6 @@ from effkit.errors import EffkitError
 from effkit.recipe import Recipe, parse_recipe, read_recipe_text
 from effkit.runner import run
 from effkit.storage import write_json, write_text
-from effkit.task import primary_metric
 
 MUX = "stages.prime.transforms.multiplex"
 MUXES = ("gaussian", "contextual", "binary", "orthogonal")
@@ -145,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             recipe = recipes[name]
             began = time.perf_counter()
             result = run(recipe, args.out / name, progress=False, benchmark=False)
-            metric = args.metric or primary_metric(recipe.task.type)
+            metric = args.metric or result.model.task.primary_metric()
             row = {
                 "variant": name,
                 "changes": changes,

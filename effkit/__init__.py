@@ -24,8 +24,9 @@ from effkit.errors import (
 )
 from effkit.hardware import native_half
 from effkit.models import EffkitModel, ModelConfig, load, load_model, save
-from effkit.objectives import Objective, TaskObjective
+from effkit.objectives import Objective, TaskObjective, task_loss
 from effkit.registry import register
+from effkit.regression import in_head_units
 from effkit.task import Task
 from effkit.transform import (
     SPARSITY,
@@ -64,6 +65,7 @@ __all__ = [
     "encode",
     "encode_texts",
     "fit",
+    "in_head_units",
     "load",
     "load_model",
     "load_recipe",
@@ -76,6 +78,7 @@ __all__ = [
     "save",
     "search",
     "stack",
+    "task_loss",
 ]
 
 

@@ -75,3 +75,23 @@ def check_max_length(
             where=where,
             hint=f"use {where} <= {positions}",
         )
+
+
+BERT_LAYER_PARTS = ("attention.self.query", "attention.self.key", "attention.self.value",
+                    "attention.output.dense", "intermediate.dense", "output.dense")  # fmt: skip
+"""The linear layers a BERT-style encoder layer holds, where pruning inside a layer finds them."""
+
+
+def bert_layer_problem(layers: Any) -> str | None:
+    """Why some encoder layer is not BERT-style (:data:`BERT_LAYER_PARTS`, all linear), or None."""
+    from torch import nn
+
+    for index, layer in enumerate(layers):
+        for part in BERT_LAYER_PARTS:
+            try:
+                module = layer.get_submodule(part)
+            except AttributeError:
+                return f"encoder layer {index} ({type(layer).__name__}) has no {part}"
+            if not isinstance(module, nn.Linear):
+                return f"encoder layer {index}'s {part} is a {type(module).__name__}, not linear"
+    return None

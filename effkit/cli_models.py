@@ -145,17 +145,36 @@ def eval_(
         typer.Option("--set", help="Data option: text_column=sentence, max_length=256..."),
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Inputs per batch.")] = 64,
+    inference_seed: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--inference-seed",
+            help="Group a multiplexed model's inputs with this seed; give it several times for "
+            "the mean and spread (as a recipe's evaluate.inference_seeds).",
+        ),
+    ] = None,
+    ensemble: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="A multiplexed model runs each input in K of its N slots and averages."
+        ),
+    ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics here.")] = None,
 ) -> None:
     """Score a saved model on labelled data."""
 
     from effkit.data import load_task_data
     from effkit.errors import RecipeError
-    from effkit.inference import evaluate_examples
+    from effkit.inference import evaluate_seeds, set_ensemble
     from effkit.models import load
     from effkit.storage import write_json
 
     model = load(model_dir)
+    if ensemble is not None:
+        set_ensemble(model, ensemble)
+    seeds = list(inference_seed or [])
+    if len(set(seeds)) != len(seeds):
+        raise RecipeError(f"--inference-seed: a seed is given twice ({seeds})")
     cfg = _data_options(data, model.max_length, set_, model.data_columns)
     splits = split or ["test"]
     for name in splits:
@@ -166,15 +185,26 @@ def eval_(
             )
     model.max_length = cfg.max_length
     task_data = load_task_data(cfg, model.task.type, model.task.labels)
-    metrics = {
-        s: evaluate_examples(
-            model, task_data.splits[s], batch_size=batch_size, bar=None if switches.quiet else s
-        )
-        for s in splits
-    }
+    metrics: dict[str, dict[str, float]] = {}
+    per_seed: dict[str, dict[str, dict[str, float]]] = {}
+    for name in splits:
+        bar = None if switches.quiet else name
+        metrics[name], runs = evaluate_seeds(model, task_data.splits[name], seeds,
+                                             batch_size=batch_size, bar=bar)  # fmt: skip
+        if runs:
+            per_seed[name] = runs
     out.print(metrics_table(metrics, f"{model_dir}"))
     if json_out is not None:
-        write_json(json_out, metrics)
+        write_json(json_out, {**metrics, "per_seed": per_seed} if per_seed else metrics)
+
+
+class InputFormat(str, Enum):
+    """How ``effkit predict`` reads its input."""
+
+    auto = "auto"
+    lines = "lines"
+    tsv = "tsv"
+    jsonl = "jsonl"
 
 
 def predict(
@@ -182,31 +212,104 @@ def predict(
     input: Annotated[
         str, typer.Option("--input", "-i", help="Text file, one input per line; - for stdin.")
     ] = "-",
+    format_: Annotated[
+        InputFormat,
+        typer.Option(
+            "--format",
+            help="lines: one text per line; tsv: a text and its pair per line, tab-separated; "
+            "jsonl: one JSON object per line. auto: jsonl for a .jsonl file, tsv for a model "
+            "trained on sentence pairs, lines otherwise.",
+        ),
+    ] = InputFormat.auto,
+    text_field: Annotated[
+        str | None, typer.Option(help="jsonl: the text's field (default: the model's column).")
+    ] = None,
+    pair_field: Annotated[
+        str | None, typer.Option(help="jsonl: the pair's field (default: the model's column).")
+    ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Inputs per batch.")] = 32,
 ) -> None:
-    """Predict raw text, one input per line; writes one JSON line per input, in order."""
+    """Predict raw text (a text, or a sentence pair, per line); writes one JSON line per input,
+    in order."""
+    from effkit.checks import saved_json
     from effkit.errors import DataError
     from effkit.models import load, require_effkit_dir
 
-    if not (require_effkit_dir(model_dir) / "tokenizer_config.json").is_file():
+    folder = require_effkit_dir(model_dir)
+    if not (folder / "tokenizer_config.json").is_file():
         raise DataError(f"'{model_dir}' holds no tokenizer, so it cannot read raw text")
+    columns = saved_json(folder / "effkit.json").get("data_columns") or {}
+    where = "standard input" if input == "-" else input
     if input == "-":
         if sys.stdin is None or not hasattr(sys.stdin, "buffer"):
             raise DataError("standard input is closed; give --input FILE")
-        lines = _text_lines(sys.stdin.buffer.read(), "standard input")
+        lines = _text_lines(sys.stdin.buffer.read(), where)
     else:
         path = Path(input)
         if path.is_dir():
             raise DataError(f"input '{path}' is a folder; give a text file, or - for stdin")
         if not path.is_file():
             raise DataError(f"input file '{path}' does not exist")
-        lines = _text_lines(path.read_bytes(), str(path))
-    texts = [line for line in lines if line.strip()]
-    if not texts:
-        raise DataError("no input text (one input per non-empty line)")
+        lines = _text_lines(path.read_bytes(), where)
+    kind = format_.value
+    if kind == "auto":
+        paired = bool(columns.get("text_pair_column"))
+        kind = "jsonl" if input.endswith(".jsonl") else "tsv" if paired else "lines"
+    fields = (text_field or columns.get("text_column") or "text",
+              pair_field or columns.get("text_pair_column") or "text_pair")  # fmt: skip
+    rows = _input_rows(lines, kind, fields, where)
+    if not rows:
+        raise DataError("no input text (one input per non-empty line)", where=where)
+    texts = [text for _, text, _ in rows]
+    given = [pair for _, _, pair in rows]
+    pairs = [p or "" for p in given] if any(p is not None for p in given) else None
+    if pairs is not None and None in given:
+        line = rows[given.index(None)][0]
+        raise DataError("this input has no pair, while others do", where=f"{where}:{line}",
+                        hint="give every input a pair, or none")  # fmt: skip
     model = load(model_dir)
-    for text, result in zip(texts, model.predict(texts, batch_size=batch_size), strict=True):
-        sys.stdout.write(json.dumps({"text": text, **result}, ensure_ascii=False) + "\n")
+    results = model.predict(texts, pairs=pairs, batch_size=batch_size)
+    for number, result in enumerate(results):
+        shown = {"text": texts[number]} if pairs is None else {
+            "text": texts[number], "text_pair": pairs[number]}  # fmt: skip
+        sys.stdout.write(json.dumps({**shown, **result}, ensure_ascii=False) + "\n")
+
+
+def _input_rows(
+    lines: list[str], kind: str, fields: tuple[str, str], where: str
+) -> list[tuple[int, str, str | None]]:
+    """``(line number, text, pair or None)`` for each non-empty line of ``predict``'s input."""
+    from effkit.errors import DataError
+
+    rows: list[tuple[int, str, str | None]] = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        at = f"{where}:{number}"
+        if kind == "lines":
+            rows.append((number, line, None))
+        elif kind == "tsv":
+            text, tab, pair = line.partition("\t")
+            if not tab or "\t" in pair:
+                raise DataError("expected a text and its pair separated by one tab", where=at,
+                                hint="or --format lines for one text per line")  # fmt: skip
+            rows.append((number, text, pair))
+        else:
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"not a JSON object: {exc.msg}", where=at) from None
+            if not isinstance(item, dict):
+                raise DataError("expected a JSON object per line", where=at)
+            value, second = item.get(fields[0]), item.get(fields[1])
+            if not isinstance(value, str):
+                raise DataError(f"no text field '{fields[0]}' (a string)", where=at,
+                                hint=f"the object's fields: {', '.join(item) or 'none'}; "
+                                "choose one with --text-field")  # fmt: skip
+            if second is not None and not isinstance(second, str):
+                raise DataError(f"the pair field '{fields[1]}' is not a string", where=at)
+            rows.append((number, value, second))
+    return rows
 
 
 def _text_lines(raw: bytes, where: str) -> list[str]:

@@ -37,15 +37,17 @@ class EffkitConfig(PretrainedConfig):
 
 def hf_config(model: Any) -> EffkitConfig:
     """The ``config.json`` :func:`effkit.save` writes for ``model`` (an ``EffkitModel``)."""
-    from effkit.task import TOKEN
+    from effkit.task import REGRESSION, TOKEN
 
     labels = list(model.task.labels or [])
+    extra = {"problem_type": "regression"} if model.task.type == REGRESSION else {}
     return EffkitConfig(
         source_config=model.source_config.to_dict(),
         task_type=model.task.type,
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
         architectures=[TOKEN_MODEL if model.task.type == TOKEN else SEQUENCE_MODEL],
+        **extra,
     )
 
 

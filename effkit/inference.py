@@ -72,18 +72,25 @@ def score(
 ) -> dict[str, float]:
     """Task metrics of ``logits`` against the labels stored in ``features``."""
     labels = model.task.labels or []
+    if model.task.is_regression:
+        from effkit.regression import to_data_units
+
+        values = to_data_units(model, torch.stack([lg.reshape(-1)[0] for lg in logits]))
+        gold = [float(feat["labels"]) for feat in features]  # type: ignore[arg-type]
+        return metrics.regression_metrics(values.tolist(), gold)
     if model.task.is_token_task:
         pred_tags, gold_tags = [], []
         for feat, lg in zip(features, logits, strict=True):
-            gold = torch.tensor(feat["labels"])
-            keep = gold != -100
+            gold_ids = torch.tensor(feat["labels"])
+            keep = gold_ids != -100
             pred_ids = lg.argmax(-1)[keep].tolist()
             pred_tags.append([labels[i] for i in pred_ids])
-            gold_tags.append([labels[i] for i in gold[keep].tolist()])
-        return metrics.token_metrics(pred_tags, gold_tags)
+            gold_tags.append([labels[i] for i in gold_ids[keep].tolist()])
+        entities = model.task.entity_scheme() is not None
+        return metrics.token_metrics(pred_tags, gold_tags, entities=entities)
     preds = [int(lg.argmax(-1)) for lg in logits]
-    gold_ids = [int(feat["labels"]) for feat in features]  # type: ignore[call-overload]
-    return metrics.classification_metrics(preds, gold_ids, num_labels=len(labels))
+    classes = [int(feat["labels"]) for feat in features]  # type: ignore[call-overload]
+    return metrics.classification_metrics(preds, classes, num_labels=len(labels))
 
 
 def evaluate_examples(
@@ -101,6 +108,52 @@ def evaluate_examples(
     return score(model, features, logits)
 
 
+def evaluate_seeds(
+    model: EffkitModel,
+    examples: list[dict[str, Any]],
+    seeds: list[int],
+    *,
+    batch_size: int = 64,
+    bar: str | None = None,
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """The task's metrics with each inference seed (how a multiplexed model groups its inputs):
+    their means with a ``_std`` beside each, and each seed's own; without seeds, one run in
+    input order and no per-seed figures."""
+    runs: dict[str, dict[str, float]] = {}
+    order: list[int | None] = list(seeds) or [None]
+    try:
+        for seed in order:
+            model.inference_seed = seed
+            runs[str(seed)] = evaluate_examples(model, examples, batch_size=batch_size, bar=bar)
+    finally:
+        model.inference_seed = None
+    if not seeds:
+        return runs["None"], {}
+    if len(runs) == 1:
+        return next(iter(runs.values())), runs
+    first = next(iter(runs.values()))
+    aggregated: dict[str, float] = {}
+    for name in first:
+        aggregated[name], aggregated[f"{name}_std"] = metrics.mean_std(
+            [r[name] for r in runs.values()]
+        )
+    return aggregated, runs
+
+
+def set_ensemble(model: EffkitModel, slots: int) -> None:
+    """Run each input in ``slots`` of its group's slots at inference (a multiplexed model)."""
+    from effkit.errors import ModelError
+
+    adapter = model.adapter
+    n = getattr(adapter, "n", None)
+    if adapter is None or not hasattr(adapter, "ensemble") or not isinstance(n, int):
+        raise ModelError("ensembling needs a multiplexed model, and this one is not multiplexed",
+                         hint="leave out --ensemble")  # fmt: skip
+    if not 1 <= slots <= n:
+        raise ModelError(f"ensemble {slots}: the model groups N={n} inputs; give 1 to {n}")
+    adapter.ensemble = slots  # type: ignore[assignment]
+
+
 def predict_texts(
     model: EffkitModel,
     texts: list[str],
@@ -111,9 +164,10 @@ def predict_texts(
 ) -> list[dict[str, Any]]:
     """One prediction per text, in input order.
 
-    Sequence tasks give ``{"label", "score", "scores"}``; token tasks split the text on
-    whitespace and give ``{"tokens", "tags"}`` with one tag per word (words past the model's
-    length limit get ``"O"``).
+    Sequence tasks give ``{"label", "score", "scores"}`` (``score`` the probability of
+    ``label``); regression gives ``{"score"}``, the predicted number in the data's units; token
+    tasks split the text on whitespace and give ``{"tokens", "tags"}`` with one tag per word
+    (words past the model's length limit get ``"O"``, or the first tag when no tag is ``O``).
     """
     from effkit.data import encode_texts
     from effkit.errors import ModelError
@@ -121,6 +175,9 @@ def predict_texts(
     if model.tokenizer is None:
         raise ModelError("the model has no tokenizer, so it cannot read raw text",
                          hint="save the model with its tokenizer")  # fmt: skip
+    if pairs is not None and model.task.type == "token-classification":
+        raise ModelError("a token task reads one text per input, not a sentence pair",
+                         hint="give the texts alone (effkit predict --format lines)")  # fmt: skip
     features = encode_texts(texts, model.tokenizer, model.task.type, model.max_length, pairs=pairs)
     logits = batched_logits(model, features, batch_size=batch_size, bar=bar)
     return predictions(model.task, texts, features, logits)
@@ -131,11 +188,14 @@ def predictions(
 ) -> list[dict[str, Any]]:
     """The prediction records of :func:`predict_texts` from each text's logits (any runtime)."""
     labels = task.labels or []
+    outside = "O" if "O" in labels or not labels else labels[0]
     results: list[dict[str, Any]] = []
     for text, feat, lg in zip(texts, features, logits, strict=True):
-        if task.is_token_task:
+        if task.is_regression:
+            results.append({"score": round(float(lg.reshape(-1)[0]), 6)})
+        elif task.is_token_task:
             words = text.split()
-            tags = ["O"] * len(words)
+            tags = [outside] * len(words)
             for pos, word in enumerate(feat["word_ids"]):
                 if word >= 0:
                     tags[word] = labels[int(lg[pos].argmax())]

@@ -12,6 +12,9 @@ Conventions, chosen to agree with scikit-learn, SciPy and seqeval on well-define
   (a constant prediction or a constant label column).
 * Chunks are read with conlleval/seqeval default (lenient) semantics: an ``I-X`` after ``O`` or
   after a chunk of another type starts a new chunk; ``E-``/``S-`` tags (BIOES) are understood.
+* Tags of any other form (``NN``, ``VBD``, ``person``) are plain tags: :func:`token_metrics`
+  with ``entities=False`` scores them by token accuracy and macro F1 over tags, and
+  :func:`detect_scheme` tells the two kinds apart.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ __all__ = [
     "accuracy",
     "bio_spans",
     "classification_metrics",
+    "detect_scheme",
     "entity_scores",
     "f1_binary",
     "f1_macro",
@@ -35,6 +39,7 @@ __all__ = [
     "mean_std",
     "pearson",
     "regression_metrics",
+    "scheme_problem",
     "spearman",
     "token_metrics",
 ]
@@ -240,11 +245,13 @@ def spearman(preds: Values, labels: Values) -> float:
 
 
 def regression_metrics(preds: Values, labels: Values) -> dict[str, float]:
-    """``pearson``, ``spearman`` and GLUE STS-B's ``combined``, the mean of the two."""
+    """``pearson``, ``spearman``, GLUE STS-B's ``combined`` (the mean of the two) and ``mse``,
+    the mean squared error in the labels' units (lower is better)."""
     p, y = _float_pair(preds, labels, "regression_metrics")
     r = _pearson(p, y)
     rho = _pearson(_average_ranks(p), _average_ranks(y))
-    return {"pearson": r, "spearman": rho, "combined": (r + rho) / 2.0}
+    mse = float(np.mean((p - y) ** 2))
+    return {"pearson": r, "spearman": rho, "combined": (r + rho) / 2.0, "mse": mse}
 
 
 # --------------------------------------------------------------------------- tags and entities
@@ -271,6 +278,42 @@ def tag_problem(tag: Any) -> str | None:
     except ValueError as exc:
         return str(exc).split(": ", 1)[-1]
     return None
+
+
+_SCHEME_PREFIXES = {"bio": frozenset("BI"), "iob1": frozenset("BI"), "bioes": frozenset("BIES")}
+
+
+def scheme_problem(tag: Any, scheme: str) -> str | None:
+    """Why ``tag`` is not a tag of the entity ``scheme`` (``bio``, ``bioes``, ``iob1``), or None.
+
+    BIO and IOB1 tags are ``O``, ``B-X`` and ``I-X`` (they differ in where ``B-`` is used, which
+    the lenient chunk reading accepts either way); BIOES adds ``E-X`` and ``S-X``.
+    """
+    if scheme not in _SCHEME_PREFIXES:
+        raise ValueError(f"scheme_problem: unknown entity scheme {scheme!r}")
+    problem = tag_problem(tag)
+    if problem is not None:
+        return problem
+    prefix = str(tag).partition("-")[0]
+    if tag != "O" and prefix not in _SCHEME_PREFIXES[scheme]:
+        allowed = "/".join(sorted(_SCHEME_PREFIXES[scheme], key="BIES".index))
+        return f"'{prefix}-' is not a {scheme.upper()} prefix (expected O or {allowed}-)"
+    return None
+
+
+def detect_scheme(tags: Sequence[str]) -> str | None:
+    """The entity scheme a tag set follows, or None when some tag is not an entity tag.
+
+    ``bioes`` when an ``E-`` or ``S-`` tag occurs, else ``bio``. A set of ``O`` alone, or one
+    without ``O``, is not taken for entity tags: entity tag sets mark the outside with ``O``.
+    """
+    names = [str(t) for t in tags]
+    if not names or "O" not in names or len(set(names)) < 2:
+        return None
+    if any(tag_problem(t) is not None for t in names):
+        return None
+    prefixes = {t.partition("-")[0] for t in names if t != "O"}
+    return "bioes" if prefixes & {"E", "S"} else "bio"
 
 
 def _spans(tags: Sequence[str], where: str) -> set[Span]:
@@ -381,24 +424,44 @@ def entity_scores(
 
 
 def token_metrics(
-    pred_tags: Sequence[Sequence[str]], gold_tags: Sequence[Sequence[str]]
+    pred_tags: Sequence[Sequence[str]],
+    gold_tags: Sequence[Sequence[str]],
+    *,
+    entities: bool = True,
 ) -> dict[str, float]:
-    """``entity_f1``, ``entity_precision``, ``entity_recall``, ``token_accuracy``, ``f1/<type>``.
+    """Token scores, and entity scores when the tags are entity tags.
 
-    Entity scores are those of :func:`entity_scores`; ``token_accuracy`` is the fraction of
-    tokens whose predicted tag equals the gold tag, over all sentences.
+    Always: ``token_accuracy`` (the fraction of tokens whose predicted tag equals the gold tag,
+    over all sentences) and ``token_f1_macro`` (the unweighted mean of per-tag F1 over the tags
+    that occur in either side, as :func:`f1_macro`). With ``entities`` (BIO/BIOES/IOB1 tags):
+    ``entity_f1``, ``entity_precision``, ``entity_recall`` and ``f1/<type>`` from
+    :func:`entity_scores`. Without it, any strings are tags, and ``f1/<tag>`` gives each tag's
+    token-level F1.
     """
     pairs = _sentence_pairs(pred_tags, gold_tags, "token_metrics")
-    scores = _entity_scores(pairs, "token_metrics")
-    correct = sum(p == g for pred, gold in pairs for p, g in zip(pred, gold, strict=True))
-    total = sum(len(gold) for _, gold in pairs)
-    out = {
-        "entity_f1": scores.pop("f1"),
-        "entity_precision": scores.pop("precision"),
-        "entity_recall": scores.pop("recall"),
-        "token_accuracy": correct / total,
-    }
-    out.update(scores)
+    flat_pred = [str(p) for pred, _ in pairs for p in pred]
+    flat_gold = [str(g) for _, gold in pairs for g in gold]
+    names = sorted(set(flat_gold) | set(flat_pred))
+    code = {name: i for i, name in enumerate(names)}
+    p = np.array([code[t] for t in flat_pred])
+    y = np.array([code[t] for t in flat_gold])
+    out: dict[str, float] = {}
+    if entities:
+        scores = _entity_scores(pairs, "token_metrics")
+        out = {
+            "entity_f1": scores.pop("f1"),
+            "entity_precision": scores.pop("precision"),
+            "entity_recall": scores.pop("recall"),
+        }
+    out["token_accuracy"] = float(np.mean(p == y))
+    out["token_f1_macro"] = f1_macro(p, y)
+    if entities:
+        out.update(scores)
+    else:
+        for name in names:
+            c = code[name]
+            tp = int(np.sum((p == c) & (y == c)))
+            out[f"f1/{name}"] = _f1(tp, int(np.sum(p == c)) - tp, int(np.sum(y == c)) - tp)
     return out
 
 

@@ -15,17 +15,15 @@ effkit saves a model as a folder (format 2):
   task, and the transformers config of the model *before* any transform
   (:attr:`EffkitModel.source_config`). ``import effkit`` registers the type with transformers'
   Auto classes (:mod:`effkit.auto`);
-- ``effkit.json``: format version, task, labels, and every transform applied with its config
-  and state;
+- ``effkit.json``: format version, task, labels, a regression model's target mean and std,
+  and every transform applied with its config and state;
 - ``effkit.safetensors``: the weights, under the names of :class:`EffkitModel`'s modules;
 - the tokenizer files, and ``README.md``, the model card (:mod:`effkit.card`).
 
 Loading builds the transformers model from the source config, replays each transform's
 :meth:`~effkit.transform.Transform.rebuild` in order so that pruned, dropped or wrapped parts
-exist again, then loads the weights strictly. Transforms may therefore change the live config as
-they like; transformers 5 no longer records pruned heads in its config anyway, so shapes that
-differ per layer live in the transforms' state. Format 1 folders (``config.json`` the plain
-source config, weights in ``model.safetensors``) load as before.
+exist again (per-layer shapes live in the transforms' state), then loads the weights strictly;
+format 1 folders (``model.safetensors``) load as before. Other layouts: :mod:`effkit.foreign`.
 """
 
 from __future__ import annotations
@@ -40,12 +38,13 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
-from effkit import registry
+from effkit import foreign, registry
 from effkit.checks import RESAVE, is_effkit_dir, require_effkit_dir, saved_json
 from effkit.errors import ModelError, did_you_mean
 from effkit.hf_config import WEIGHTS
+from effkit.regression import TargetScale
 from effkit.storage import atomic_dir, write_json, write_text
-from effkit.task import SEQUENCE, TOKEN, Task, check_task_type
+from effkit.task import REGRESSION, REGRESSION_LABEL, SEQUENCE, TOKEN, Task, check_task_type
 from effkit.transform import StageContext, Transform
 from effkit.versions import effkit_version
 
@@ -105,7 +104,7 @@ DATA_COLUMNS = frozenset(
 
 
 def hf_auto_class(task: str) -> Any:
-    """The transformers Auto class of a task's head (sequence or token classification)."""
+    """The transformers Auto class of a task's head (token, else sequence classification)."""
     import transformers
 
     if task == TOKEN:
@@ -157,6 +156,7 @@ class EffkitModel(nn.Module):
         """
         self.inference_seed: int | None = None
         """Seed for stochastic inference (how a multiplexed model groups inputs); None: fixed."""
+        self.target_scale: TargetScale | None = None  # regression: see effkit.regression
 
     def forward(
         self,
@@ -290,46 +290,46 @@ def _load_tokenizer(ref: str | Path, revision: str | None = None) -> Any:
 
 def _dropout_overrides(dropout: float | None) -> dict[str, Any]:
     """Config fields that set a BERT-family encoder's hidden and attention dropout."""
-    if dropout is None:
-        return {}
-    return {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+    keys = ("hidden_dropout_prob", "attention_probs_dropout_prob")
+    return {} if dropout is None else dict.fromkeys(keys, dropout)
 
 
-def _label_maps(labels: list[str]) -> dict[str, Any]:
-    return {
-        "num_labels": len(labels),
-        "id2label": dict(enumerate(labels)),
-        "label2id": {label: i for i, label in enumerate(labels)},
-    }
+def _label_maps(labels: list[str], task: str = SEQUENCE) -> dict[str, Any]:
+    problem = {"problem_type": "regression"} if task == REGRESSION else {}
+    return {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
+            "label2id": {label: i for i, label in enumerate(labels)}, **problem}  # fmt: skip
 
 
 def load_model(
     source: str | ModelConfig,
     *,
-    task: str = SEQUENCE,
+    task: str | Task = SEQUENCE,
     labels: list[str] | None = None,
     num_labels: int | None = None,
 ) -> EffkitModel:
     """A *starting* model for a task, from any source (see the module docstring).
 
     This is how a recipe's ``model.source`` is read: a builtin, a preset, a transformers folder
-    or hub id, or an effkit folder, with a task head for ``task``. Give ``labels`` (names) or
-    ``num_labels``; a saved effkit model keeps its own labels when neither is given, and gets a
-    fresh head when they differ. To get back exactly a model effkit saved, use :func:`load`.
+    or hub id, or an effkit folder, with a task head for ``task`` (a type, or a :class:`Task`
+    whose other fields but the labels are kept). Give ``labels`` (names) or ``num_labels``
+    (regression needs neither); a saved effkit model keeps its own labels when neither is
+    given, and gets a fresh head when they differ. To get back exactly a model effkit saved,
+    use :func:`load`.
     """
     cfg = source if isinstance(source, ModelConfig) else ModelConfig(source=source)
-    check_task_type(task)
-    if labels is None and num_labels is not None:
-        labels = [str(i) for i in range(num_labels)]
-
+    scheme, task = (task.tag_scheme, task.type) if isinstance(task, Task) else (None, task)
+    regression = check_task_type(task) == REGRESSION
+    if labels is None and (num_labels is not None or regression):
+        labels = [str(i) for i in range(num_labels)] if num_labels else [REGRESSION_LABEL]
     if is_effkit_dir(cfg.source):
         model = load(cfg.source)
         if labels is not None and (model.task.type != task or model.task.labels != labels):
             model = _new_head(model, Task(type=task, labels=labels))
+        model.task = model.task.model_copy(update={"tag_scheme": scheme or model.task.tag_scheme})
         return model
     if labels is None:
         raise ModelError(f"model '{cfg.source}' needs the task's labels (labels or num_labels)")
-    spec = Task(type=task, labels=labels)
+    spec = Task(type=task, labels=labels, tag_scheme=scheme or "auto")
     auto = hf_auto_class(task)
 
     if cfg.source.startswith("preset:"):
@@ -337,20 +337,22 @@ def load_model(
 
         preset = cfg.source.split(":", 1)[1]
         tokenizer = _load_tokenizer(cfg.tokenizer or minilm_path())
-        config = BertConfig(vocab_size=len(tokenizer), **PRESETS[preset], **_label_maps(labels),
-                            **_dropout_overrides(cfg.dropout))  # fmt: skip
+        config = BertConfig(vocab_size=len(tokenizer), **PRESETS[preset], **_label_maps(
+            labels, task), **_dropout_overrides(cfg.dropout))  # fmt: skip
         return EffkitModel(auto.from_config(config), tokenizer, spec, cfg.source)
 
     ref: str | Path = minilm_path() if cfg.source == "builtin:minilm-l6" else cfg.source
     if not str(ref).startswith("builtin:") and Path(ref).exists() and not Path(ref).is_dir():
         raise ModelError(f"model source '{ref}' is a file; expected a folder or a hub id")
+    if (found := foreign.load(cfg, spec, _label_maps(labels, task))) is not None:
+        return found
     tokenizer = _load_tokenizer(cfg.tokenizer or ref, cfg.revision)
     try:
         hf = auto.from_pretrained(
             str(ref),
             revision=cfg.revision,
             trust_remote_code=False,
-            **_label_maps(labels),
+            **_label_maps(labels, task),
             **_dropout_overrides(cfg.dropout),
         )
     except OSError as exc:
@@ -369,7 +371,7 @@ def _new_head(model: EffkitModel, task: Task) -> EffkitModel:
     weight outside the task head is copied over.
     """
     config = copy.deepcopy(model.source_config)
-    for key, value in _label_maps(task.labels or []).items():
+    for key, value in _label_maps(task.labels or [], task.type).items():
         setattr(config, key, value)
     hf = hf_auto_class(task.type).from_config(config)
     new = EffkitModel(hf, model.tokenizer, task, model.source)
@@ -421,6 +423,7 @@ def save(model: EffkitModel, path: str | Path, *, card: dict[str, Any] | None = 
             for t in model.transforms
         ],
         "num_parameters": model.num_parameters(),
+        "target": model.target_scale.to_dict() if model.target_scale is not None else None,
     }
     with atomic_dir(path) as tmp:
         hf_config(model).save_pretrained(tmp)
@@ -474,6 +477,7 @@ def load(path: str | Path, *, device: str | torch.device = "cpu") -> EffkitModel
     columns = meta.get("data_columns")
     if isinstance(columns, dict):
         model.data_columns = {str(k): v for k, v in columns.items() if k in DATA_COLUMNS}
+    model.target_scale = TargetScale.read(meta.get("target"), str(path / "effkit.json"))
     ctx = StageContext(stage="load", tokenizer=tokenizer, rebuilding=True, resolve_model=load)
     for entry in meta.get("transforms", []):
         cls = registry.get(registry.TRANSFORMS, entry["name"], where=str(path / "effkit.json"))

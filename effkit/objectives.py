@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from effkit.errors import DataError
+from effkit.errors import DataError, RecipeError
+from effkit.regression import RegressionLoss, regression_loss
 
 if TYPE_CHECKING:
     from effkit.models import EffkitModel
@@ -56,18 +57,41 @@ class Objective(BaseModel):
         return model
 
 
-def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy for sequence ([B, C] logits) or token ([B, L, C] logits) classification."""
+def task_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    model: EffkitModel | None = None,
+    regression: RegressionLoss = "mse",
+) -> torch.Tensor:
+    """Cross-entropy for sequence ([B, C] logits) or token ([B, L, C] logits) classification;
+    for float labels (regression, [B, 1] outputs) the ``regression`` loss, with the targets
+    standardised as ``model``'s head is (see :mod:`effkit.regression`)."""
+    if labels.is_floating_point():
+        return regression_loss(model, logits, labels, regression)
     if logits.dim() == 3:
         return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
     return F.cross_entropy(logits, labels)
 
 
 class TaskObjective(Objective):
-    """Supervised training on the task's labels (sequence or token classification)."""
+    """Supervised training on the task's labels (sequence or token classification, regression)."""
 
     selects_on_validation: ClassVar[bool] = True
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Label smoothing factor.")
+    label_smoothing: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Label smoothing factor (classification)."
+    )
+    regression_loss: RegressionLoss = Field(
+        "mse",
+        description="Regression: the loss on standardised targets, mse or huber (squared "
+        "within one standard deviation, absolute beyond).",
+    )
+
+    def check(self, facts: ModelFacts) -> None:
+        if facts.task == "regression" and self.label_smoothing:
+            raise RecipeError(
+                "label_smoothing applies to classification; a regression task has no classes",
+                hint="remove label_smoothing",
+            )
 
     def loss(
         self, model: EffkitModel, batch: dict[str, torch.Tensor], ctx: StageContext
@@ -75,7 +99,9 @@ class TaskObjective(Objective):
         inputs = {k: v for k, v in batch.items() if k not in ("labels", "word_ids")}
         outputs = model(**inputs)
         logits, labels = outputs.logits, batch["labels"]
-        if self.label_smoothing:
+        if labels.is_floating_point():
+            loss = task_loss(logits, labels, model, self.regression_loss)
+        elif self.label_smoothing:
             flat = logits.flatten(0, 1) if logits.dim() == 3 else logits
             loss = F.cross_entropy(
                 flat, labels.flatten(), ignore_index=-100, label_smoothing=self.label_smoothing

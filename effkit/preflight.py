@@ -6,7 +6,8 @@ reads, without loading weights or training:
 - every model source (the starting model, teachers, a benchmark baseline): its config, and its
   weights file's header, so that a missing, truncated or foreign file is found now;
 - the data (all of it: the run uses the same :class:`~effkit.data.TaskData`): columns, labels
-  against ``task.labels``, and for token tasks the tag scheme the task's metric reads;
+  against ``task.labels``, and for token tasks the tags against ``task.tag_scheme`` (which
+  decides the metric that ranks the models: entity F1 or token accuracy);
 - ``data.max_length`` and ``benchmark.seq_len`` against the model's positions;
 - every :data:`~effkit.transform.StageRef` (a teacher) and ``benchmark.baseline``: an earlier
   stage or a model folder;
@@ -27,8 +28,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from effkit import registry
-from effkit.checks import is_effkit_dir, saved_json, weights_problem
+from effkit import foreign, registry
+from effkit.checks import bert_layer_problem, is_effkit_dir, saved_json, weights_problem
 from effkit.data import TaskData, load_task_data
 from effkit.distributed import family_checkpointing_problem
 from effkit.errors import DataError, EffkitError, ModelError, RecipeError
@@ -64,7 +65,18 @@ class Preflight:
                  f"{m.hidden_size} wide{positions}"]  # fmt: skip
         if self.data is not None:
             sizes = ", ".join(f"{name} {len(rows)}" for name, rows in self.data.splits.items())
-            parts.append(f"data {self.data.source}: {sizes}; {len(self.data.labels)} labels")
+            task = self.recipe.task
+            if task.is_regression:
+                kind = "real-valued targets"
+            elif task.is_token_task:
+                scheme = task.entity_scheme(self.data.labels)
+                kind = f"{len(self.data.labels)} tags, " + (
+                    f"{scheme.upper()} entity tags" if scheme else "plain tags (no entity scheme)"
+                )
+            else:
+                kind = f"{len(self.data.labels)} labels"
+            metric = task.primary_metric(self.data.labels)
+            parts.append(f"data {self.data.source}: {sizes}; {kind}; ranked by {metric}")
         return "; ".join(parts)
 
 
@@ -163,7 +175,11 @@ def _config_of(cfg: ModelConfig, where: str) -> tuple[Any, list[dict[str, Any]]]
             hint="a hub id needs network access (or the hub cache); a local folder needs a "
             "readable config.json",
         ) from None
-    return config, []
+    try:
+        return config, foreign.history(config.to_dict())  # another project's layout, if claimed
+    except EffkitError as exc:
+        exc.where = exc.where or where
+        raise
 
 
 def model_facts(cfg: ModelConfig, task: str, where: str = "model.source") -> ModelFacts:
@@ -190,6 +206,13 @@ def model_facts(cfg: ModelConfig, task: str, where: str = "model.source") -> Mod
         heads=int(getattr(config, "num_attention_heads", 0) or 0),
         max_positions=shell.max_positions,
     )
+    try:
+        facts.layer_problem = bert_layer_problem(shell.encoder_layers())
+        if shell.embedding_width != shell.hidden_width:
+            facts.fixed_hidden = (f"the model projects its {shell.embedding_width}-wide embeddings "
+                                  f"up to {shell.hidden_width} hidden dimensions")  # fmt: skip
+    except ModelError as exc:
+        facts.encoder_problem = exc.message
     for entry in transforms:  # a saved model's history, replayed on its facts
         name = entry.get("name") if isinstance(entry, dict) else None
         cls = registry.get(registry.TRANSFORMS, str(name), where=where)
@@ -273,18 +296,22 @@ class _Checker:
             previous = stage.name
 
 
-def _check_tags(data: TaskData, where: str) -> None:
-    """Token tasks score entities: every tag must be O or B-/I-/E-/S- with a type."""
-    from effkit.metrics import tag_problem
+def _check_tags(recipe: Recipe, data: TaskData) -> None:
+    """A token task whose ``tag_scheme`` names an entity scheme: every tag must be one of it
+    (``auto`` and ``none`` take any tag set)."""
+    from effkit.metrics import scheme_problem
 
+    scheme = recipe.task.tag_scheme
+    if scheme in ("auto", "none"):
+        return
     for tag in data.labels:
-        problem = tag_problem(tag)
+        problem = scheme_problem(tag, scheme)
         if problem:
             raise DataError(
-                f"tag {tag!r} cannot be read as an entity tag: {problem}",
-                where=where,
-                hint="token tasks are scored by entity F1 over BIO/BIOES tags (O, B-PER, "
-                "I-PER...); convert the tags, or train a sequence task",
+                f"tag {tag!r} is not a {scheme.upper()} entity tag: {problem}",
+                where=recipe.where(("task", "tag_scheme")),
+                hint="set task.tag_scheme to auto or none to score any tag set by token "
+                "accuracy, or convert the tags",
             )
 
 
@@ -319,7 +346,7 @@ def preflight(recipe: Recipe, *, like: Preflight | None = None) -> Preflight:
         data = load_task_data(recipe.data, recipe.task.type, recipe.task.labels)
     if recipe.data is not None and data is not None:
         if recipe.task.type == TOKEN:
-            _check_tags(data, recipe.data.source)
+            _check_tags(recipe, data)
         facts.max_length = recipe.data.max_length
         _check_length(facts, recipe.data.max_length, recipe.where(("data", "max_length")))
     checker.stages(facts)

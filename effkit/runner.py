@@ -29,8 +29,7 @@ from effkit.data import TaskData
 from effkit.distributed import held_on_main, on_main
 from effkit.errors import DataError, RunError
 from effkit.hf_config import WEIGHTS
-from effkit.inference import evaluate_examples
-from effkit.metrics import mean_std
+from effkit.inference import evaluate_seeds
 from effkit.models import DATA_COLUMNS, EffkitModel, is_effkit_dir, load, load_model, save
 from effkit.preflight import Preflight, preflight
 from effkit.recipe import Recipe, StageConfig, load_recipe
@@ -69,20 +68,6 @@ class RunResult:
     @property
     def report(self) -> Path:
         return self.run_dir / "report.md"
-
-
-# --------------------------------------------------------------------------- stages
-
-
-def _aggregate(runs: list[dict[str, float]]) -> dict[str, float]:
-    """One run's metrics as they are; several runs' as means with a ``_std`` beside each."""
-    if len(runs) == 1:
-        return runs[0]
-    out: dict[str, float] = {}
-    for name in runs[0]:
-        mean, std = mean_std([run[name] for run in runs])
-        out[name], out[f"{name}_std"] = mean, std
-    return out
 
 
 # --------------------------------------------------------------------------- the run
@@ -253,7 +238,7 @@ class Runner:
             else self.recipe.model.model_copy(update={"source": str(source)})
         )
         labels = self.data.labels if self.data is not None else self.recipe.task.labels
-        model = load_model(cfg, task=self.recipe.task.type, labels=labels)
+        model = load_model(cfg, task=self.recipe.task, labels=labels)
         if self.recipe.data is not None:
             model.max_length = self.recipe.data.max_length
             check_max_length(model, model.max_length, "data.max_length")
@@ -418,19 +403,14 @@ class Runner:
             examples = self.data.splits.get(split) or []
             if not examples:
                 raise DataError(f"the data has no '{split}' split to evaluate")
-            runs: dict[str, dict[str, float]] = {}
-            seeds: list[int | None] = list(cfg.inference_seeds) or [None]
-            for seed in seeds:
-                model.inference_seed = seed
-                runs[str(seed)] = evaluate_examples(
-                    model,
-                    examples,
-                    batch_size=cfg.batch_size,
-                    bar=f"evaluate {split}" if self.progress else None,
-                )
-            model.inference_seed = None
-            metrics[split] = _aggregate(list(runs.values()))
-            if cfg.inference_seeds:
+            metrics[split], runs = evaluate_seeds(
+                model,
+                examples,
+                list(cfg.inference_seeds),
+                batch_size=cfg.batch_size,
+                bar=f"evaluate {split}" if self.progress else None,
+            )
+            if runs:
                 per_seed[split] = runs
         write_json(
             path, {"key": key, "settings": settings, "metrics": metrics, "per_seed": per_seed}

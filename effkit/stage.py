@@ -7,6 +7,7 @@ function runs one stage on a model and data of the caller's.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from effkit.errors import RunError
 from effkit.inference import evaluate_examples
 from effkit.models import EffkitModel, load
 from effkit.objectives import Objective
-from effkit.task import primary_metric
+from effkit.regression import standardised_head
 from effkit.train import TrainConfig, TrainResult, set_seed, train_stage
 from effkit.transform import StageContext, Transform
 
@@ -40,6 +41,19 @@ def _check_trainable(model: EffkitModel, stage: str) -> None:
             hint="put the transform that changes the number format (precision) in the last "
             "stage, after every stage that trains",
         )
+
+
+def _standardised(
+    model: EffkitModel, objective: Objective, data: TaskData | None, cfg: TrainConfig
+) -> contextlib.AbstractContextManager[None]:
+    """A regression model trained on its task trains with standardised targets (the train
+    split's mean and std, or the model's own from an earlier stage): :mod:`effkit.regression`."""
+    if not (model.task.is_regression and objective.selects_on_validation and cfg.steps):
+        return contextlib.nullcontext()
+    targets = None
+    if data is not None and data.splits.get("train"):
+        targets = [float(e["label"]) for e in data.splits["train"]]
+    return standardised_head(model, targets)
 
 
 def fit(
@@ -87,18 +101,19 @@ def fit(
     if objective.selects_on_validation and has_validation and cfg.eval_every:
         assert data is not None
         validate = validator(data, 64)
-    result: TrainResult = train_stage(
-        model,
-        objective,
-        transforms,
-        ctx,
-        cfg,
-        checkpoint_dir=work_dir / "checkpoints" if work_dir is not None else None,
-        checkpoint_key=key,
-        validate=validate,
-        metric=primary_metric(model.task.type),
-        progress=progress,
-    )
+    with _standardised(model, objective, data, cfg):
+        result: TrainResult = train_stage(
+            model,
+            objective,
+            transforms,
+            ctx,
+            cfg,
+            checkpoint_dir=work_dir / "checkpoints" if work_dir is not None else None,
+            checkpoint_key=key,
+            validate=validate,
+            metric=model.task.primary_metric(),
+            progress=progress,
+        )
     model = objective.cleanup(model, ctx)
     for transform in transforms:
         model = transform.finalize(model, ctx)

@@ -153,10 +153,20 @@ class ModelFacts:
     """``float32``, ``bf16``, ``fp16`` or ``int8``: how the weights are stored."""
     forward_by: str | None = None
     """The transform whose module took over the forward pass (``EffkitModel.adapter``)."""
+    forward_config: dict[str, Any] = field(default_factory=dict)
+    """That transform's configuration (its fields), for a later transform to compare with (a
+    model read from another project's checkpoint arrives with its forward pass taken over)."""
     group_size: int = 1
     """Inputs per forward pass (multiplexing sets N)."""
     fixed_hidden: str | None = None
     """Why the hidden width cannot be pruned from now on, when it cannot."""
+    encoder_problem: str | None = None
+    """Why the encoder's parts (embeddings, a list of layers) cannot be found, when they cannot:
+    transforms that change the encoder's structure or its forward pass refuse such a model."""
+    layer_problem: str | None = None
+    """Why the encoder layers are not BERT-style (attention.self.query/key/value,
+    attention.output.dense, intermediate.dense, output.dense, all linear), when they are not:
+    the transforms that prune inside a layer refuse such a model."""
     hidden_pruned_by: str | None = None
     """A transform of the stage being checked that removes hidden dimensions when it ends."""
     applied: list[str] = field(default_factory=list)
@@ -164,6 +174,16 @@ class ModelFacts:
     lookup: Callable[[str], ModelFacts] | None = None
     """The facts of an earlier stage's output or of a model folder, by the name a
     :data:`StageRef` field holds (a teacher)."""
+
+    def require_encoder(self, transform: str, *, bert_layers: bool = False) -> None:
+        """Refuse ``transform`` when the model's encoder parts cannot be found or, with
+        ``bert_layers``, when its layers are not BERT-style (see :attr:`layer_problem`)."""
+        problem = self.encoder_problem or (self.layer_problem if bert_layers else None)
+        if problem is not None:
+            raise ModelError(
+                f"{transform} does not support {self.family} models: {problem}",
+                hint="docs/encoders.md lists the encoders each transform supports",
+            )
 
     def of(self, ref: str) -> ModelFacts:
         """The facts of the model ``ref`` names (see :attr:`lookup`)."""

@@ -15,6 +15,8 @@ ROOT = Path(__file__).parents[1]
 
 
 def script(name: str):
+    if str(ROOT / "benchmarks") not in sys.path:  # as when run as a script: ``common`` beside it
+        sys.path.insert(0, str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -197,3 +199,44 @@ def test_processes_compares_one_process_with_two(tmp_path):
     assert runs[0]["max_weight_diff"] == 0.0
     assert runs[1]["max_weight_diff"] < 1e-4  # dropout off: the same updates, to rounding
     assert all(r["train_s"] > 0 and "accuracy" in r["test"] for r in runs)
+
+
+@pytest.mark.slow
+def test_ensembling_scores_and_times_each_k(tmp_path, capsys):
+    from effkit.recipe import parse_recipe
+    from effkit.runner import Runner
+
+    text = (ROOT / "tests" / "recipes" / "tiny.yaml").read_text()
+    recipe = parse_recipe(
+        text,
+        overrides=[
+            "stages.finetune.train.steps=4",
+            "stages.finetune.transforms=[{name: multiplex, n: 2}]",
+        ],
+    )
+    Runner(recipe, tmp_path / "run", progress=False, benchmark=False).run()
+    ensembling = script("ensembling")
+    argv = [
+        str(tmp_path / "run"),
+        "--seeds",
+        "0",
+        "1",
+        "--batch-size",
+        "4",
+        "--seq-len",
+        "16",
+        "--trials",
+        "1",
+        "--batches",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+        str(tmp_path / "e.json"),
+    ]
+    assert ensembling.main(argv) == 0
+    saved = json.loads((tmp_path / "e.json").read_text())
+    assert saved["n"] == 2 and set(saved["scores"]) == {"k=1", "k=2"}
+    assert "accuracy_std" in saved["scores"]["k=2"]["metrics"]
+    assert set(saved["bench"]["timings"]) == {"k=1", "k=2"}
+    assert "| k=2 |" in capsys.readouterr().out

@@ -167,7 +167,8 @@ def test_spearman_monotone_is_one_where_pearson_is_not() -> None:
 
 def test_regression_metrics_combined_is_mean() -> None:
     out = regression_metrics([1, 2, 2, 3], [1, 3, 2, 4])
-    assert set(out) == {"pearson", "spearman", "combined"}
+    assert set(out) == {"pearson", "spearman", "combined", "mse"}
+    assert out["mse"] == pytest.approx((0 + 1 + 0 + 1) / 4)  # in the labels' units
     # Pearson: dx = (-1, 0, 0, 1), dy = (-1.5, 0.5, -0.5, 1.5): 3 / sqrt(2 * 5) = 3/sqrt(10).
     assert out["pearson"] == pytest.approx(3 / math.sqrt(10))
     assert out["spearman"] == pytest.approx(math.sqrt(0.9))

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from effkit import load, load_model, save
 from effkit.data import DataConfig, load_task_data
@@ -147,13 +148,28 @@ def test_ensembling_averages_every_slot():
     inputs = batch(3)
     with torch.inference_mode():
         averaged = model(**inputs).logits
-        model.adapter.ensemble = False
+        model.adapter.ensemble = 1
         rows = []
         for shift in range(3):
             layout = plan(3, 3, shift=shift)
             out = model.adapter.run(model, layout, inputs["input_ids"], inputs["attention_mask"])
             rows.append(out.logits[layout.first])
     assert torch.allclose(averaged, torch.stack(rows).mean(0), atol=1e-5)
+    model.adapter.ensemble = 2  # two of the three slots
+    with torch.inference_mode():
+        partial = model(**inputs).logits
+    assert torch.allclose(partial, torch.stack(rows[:2]).mean(0), atol=1e-5)
+
+
+@pytest.mark.parametrize(("setting", "slots"), [(True, 3), (False, 1), (2, 2), (3, 3)])
+def test_ensemble_takes_a_number_of_slots_or_a_switch(setting, slots):
+    assert Multiplex(n=3, ensemble=setting).ensemble == slots
+
+
+@pytest.mark.parametrize("setting", [0, 4, -1])
+def test_ensemble_outside_one_to_n_is_refused(setting):
+    with pytest.raises(ValidationError, match="give 1 to 3"):
+        Multiplex(n=3, ensemble=setting)
 
 
 @pytest.mark.parametrize("mux", ["gaussian", "orthogonal", "contextual"])

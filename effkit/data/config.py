@@ -31,7 +31,9 @@ class DataConfig(BaseModel):
 
     source: str = Field(
         description=(
-            "'builtin:bbc-news', 'builtin:wnut16', 'builtin:synthetic', 'builtin:synthetic-ner'; "
+            "'builtin:bbc-news', 'builtin:wnut16', 'builtin:wnut16-types', "
+            "'builtin:bbc-news-length', 'builtin:synthetic', 'builtin:synthetic-ner', "
+            "'builtin:synthetic-regression'; "
             "a local file (.csv .tsv .json .jsonl .parquet, or CoNLL .conll/.txt/.bio); a local "
             "folder: of such split files (train.csv, dev.jsonl, test.conll...), a hub-style "
             "snapshot (data/ shards, a README.md configs: block) or a save_to_disk folder; "
@@ -64,7 +66,9 @@ class DataConfig(BaseModel):
     text_pair_column: str | None = Field(
         default=None, description="Column holding the second text of sentence-pair tasks."
     )
-    label_column: str = Field(default="label", description="Column holding the class label.")
+    label_column: str = Field(
+        default="label", description="Column holding the class label (regression: the number)."
+    )
     tokens_column: str = Field(
         default="tokens",
         description="Token tasks from csv/json/hub: column holding the list of words.",
@@ -149,7 +153,9 @@ class TaskData:
     """Labelled examples of one task, split into train, validation and test.
 
     Sequence examples are ``{"text": str, "text_pair": str | None, "label": int}``; token
-    examples are ``{"tokens": list[str], "tags": list[int]}``. Class ids index ``labels``.
+    examples are ``{"tokens": list[str], "tags": list[int]}``; regression examples are sequence
+    examples whose ``label`` is a float. Class ids index ``labels`` (for regression, the one name
+    of the score).
     """
 
     task: TaskType

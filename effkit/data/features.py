@@ -107,16 +107,17 @@ def encode(
     """Tokenise labelled examples into model features, truncated to ``max_length`` tokens.
 
     Sequence tasks give ``input_ids``, ``attention_mask``, ``token_type_ids`` (when the
-    tokenizer returns them) and an int ``labels``. Token tasks label the first subword of each
-    word and put -100 on other subwords and special tokens; they also carry ``word_ids`` (the
-    word index on first subwords, -1 elsewhere).
+    tokenizer returns them) and an int ``labels`` (a float for regression). Token tasks label
+    the first subword of each word and put -100 on other subwords and special tokens; they also
+    carry ``word_ids`` (the word index on first subwords, -1 elsewhere).
     """
-    if task == "sequence-classification":
+    if task != "token-classification":
         texts = [e["text"] for e in examples]
         pairs = [e.get("text_pair") for e in examples]
         features = _encode_sequence(texts, pairs, tokenizer, max_length)
+        kind = float if task == "regression" else int
         for feature, example in zip(features, examples, strict=True):
-            feature["labels"] = int(example["label"])
+            feature["labels"] = kind(example["label"])
         return features
     words = [list(e["tokens"]) for e in examples]
     tags = [list(e["tags"]) for e in examples]
@@ -142,7 +143,7 @@ def encode_texts(
             where="encode_texts",
             hint="give one pair per text",
         )
-    if task == "sequence-classification":
+    if task != "token-classification":
         pair_list: list[str | None] | None = list(pairs) if pairs is not None else None
         return _encode_sequence(list(texts), pair_list, tokenizer, max_length)
     return _encode_words([t.split() for t in texts], None, tokenizer, max_length)

@@ -73,8 +73,8 @@ def _label_mapper(
         raise DataError(
             f"split '{split}', row {row}: label {value!r} does not occur in the {seen_in}",
             where=where,
-            hint=f"labels seen: {', '.join(labels)}; list every label in the task's labels "
-            "to allow others",
+            hint=f"labels seen: {', '.join(labels)}; to allow labels that train lacks, list "
+            "the full label set in task.labels",
         )
 
     return to_id
@@ -195,7 +195,8 @@ def label_tokens(
                 where=raw["train"].where,
                 hint="list the tag names in the task's labels, in class-id order",
             )
-        label_list = ["O", *sorted(str(t) for t in seen if t != "O")]
+        outside = ["O"] if "O" in seen else []  # entity tags: O first, as is the custom
+        label_list = [*outside, *sorted(str(t) for t in seen if t != "O")]
     given = labels is not None or raw["train"].names is not None
     index = {tag: i for i, tag in enumerate(label_list)}
     out: dict[str, list[dict[str, Any]]] = {}
@@ -213,17 +214,75 @@ def label_tokens(
                     ids.append(index[tag])
                 elif given:
                     raise DataError(
-                        f"split '{name}', row {row}: tag {tag!r} is not one of the task's labels",
+                        f"split '{name}', row {row}: tag {tag!r} is not one of the task's "
+                        "labels (task.labels)",
                         where=where,
                         hint=did_you_mean(str(tag), label_list),
                     )
                 else:
                     raise DataError(
-                        f"split '{name}', row {row}: tag {tag!r} does not occur in the train split",
+                        f"split '{name}', row {row}: tag {tag!r} does not occur in the train "
+                        "split, so the model has no output for it",
                         where=where,
-                        hint=f"tags seen: {', '.join(label_list)}; list every tag in the task's "
-                        "labels to allow others",
+                        hint=f"tags seen in train: {', '.join(label_list)}; to allow tags that "
+                        "train lacks, list the full tag set in task.labels",
                     )
             examples.append({"tokens": tokens, "tags": ids})
         out[name] = examples
     return label_list, out
+
+
+def _score(value: Any, split: str, row: int, where: str) -> float | None:
+    """A regression target as a finite float; None when missing (an unlabelled split)."""
+    if value is None or isinstance(value, bool):
+        if value is None:
+            return None
+        raise DataError(f"split '{split}', row {row}: the target {value!r} is not a number",
+                        where=where)  # fmt: skip
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise DataError(
+            f"split '{split}', row {row}: the target {value!r} is not a number",
+            where=where,
+            hint="a regression task's label column holds real numbers (e.g. 3.75)",
+        ) from None
+    if math.isnan(number):
+        return None
+    if not math.isfinite(number):
+        raise DataError(f"split '{split}', row {row}: the target is {value!r}, not finite",
+                        where=where)  # fmt: skip
+    return number
+
+
+def label_regression(
+    raw: dict[str, RawSplit], labels: list[str] | None
+) -> tuple[list[str], dict[str, list[dict[str, Any]]]]:
+    """Regression examples ``{"text", "text_pair", "label": float}``; the label list is the one
+    name of the score (``task.labels`` or ``"score"``). A validation or test split whose targets
+    are all missing counts as absent (it is carved out of train)."""
+    from effkit.task import REGRESSION_LABEL
+
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name in SPLITS:
+        if name not in raw:
+            continue
+        split = raw[name]
+        values = [_score(e["label"], name, row, split.where) for row, e in enumerate(split.rows)]
+        if name != "train" and all(v is None for v in values):
+            logger.info("the %s split has no targets; carving one out of train", name)
+            continue
+        examples: list[dict[str, Any]] = []
+        for row, (example, value) in enumerate(zip(split.rows, values, strict=True)):
+            if value is None:
+                raise DataError(f"split '{name}', row {row}: no target", where=split.where)
+            pair = example.get("text_pair")
+            examples.append(
+                {
+                    "text": _text(example["text"], "text", name, row, split.where),
+                    "text_pair": None if pair is None else str(pair),
+                    "label": value,
+                }
+            )
+        out[name] = examples
+    return list(labels or [REGRESSION_LABEL]), out

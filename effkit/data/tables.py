@@ -81,7 +81,7 @@ def rows_from_dataset(dataset: Any, cfg: DataConfig, task: TaskType, where: str)
                 hint=did_you_mean(column, columns),
             )
 
-    if task == "sequence-classification":
+    if task != "token-classification":  # one text (or pair) and one label or score per row
         need(cfg.text_column, "text_column")
         if cfg.text_pair_column is not None:
             need(cfg.text_pair_column, "text_pair_column")

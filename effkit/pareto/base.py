@@ -25,7 +25,7 @@ from effkit.recipe import (
     format_loc,
     parse_recipe,
 )
-from effkit.task import metric_names, primary_metric
+from effkit.task import LOWER_IS_BETTER, Task
 
 
 class Base:
@@ -47,6 +47,9 @@ class Base:
         self.recipe = parse_recipe(
             self.text, source=str(self.path), base=self.path.parent, overrides=self.overrides
         )
+        self.task: Task = self.recipe.task
+        """The base recipe's task, with the labels its data holds once :func:`check` read it
+        (a token task's metrics depend on its tag set)."""
 
     def build(self, extra: list[str]) -> Recipe:
         """The base recipe with the search's overrides and then ``extra`` applied, validated."""
@@ -68,30 +71,46 @@ class Base:
         )
 
 
-def goal_metric(spec: SearchSpec, recipe: Recipe) -> str:
-    """The validation metric the search maximises (its goal beside throughput)."""
-    return spec.objectives.metric or primary_metric(recipe.task.type)
+def _task(source: Base | Recipe) -> Task:
+    return source.task
 
 
-def target_metric(spec: SearchSpec, recipe: Recipe) -> str | None:
+def goal_metric(spec: SearchSpec, source: Base | Recipe) -> str:
+    """The validation metric the search maximises (its goal beside throughput): the spec's, or
+    the primary metric of the base recipe's task."""
+    return spec.objectives.metric or _task(source).primary_metric()
+
+
+def target_metric(spec: SearchSpec, source: Base | Recipe) -> str | None:
     """The metric the target constrains (None without a target)."""
     if spec.target is None:
         return None
-    return spec.target.metric or goal_metric(spec, recipe)
+    return spec.target.metric or goal_metric(spec, source)
 
 
-def _check_metrics(spec: SearchSpec, recipe: Recipe) -> None:
-    labels = len(recipe.task.labels or []) or 5
-    known = metric_names(recipe.task.type, labels)
+def _check_metrics(spec: SearchSpec, task: Task) -> None:
+    """The goal and the target name metrics the task reports, and ones that grow with quality
+    (the search maximises its goal and needs ``metric >= min`` of its target)."""
+    known = task.metric_names()
     checks: list[tuple[str | None, Loc]] = [(spec.objectives.metric, ("objectives", "metric"))]
     if spec.target is not None:
         checks.append((spec.target.metric, ("target",)))
+    kind = task.type if task.entity_scheme() is not None or not task.is_token_task else (
+        f"{task.type} (plain tags, no entity scheme)")  # fmt: skip
     for name, loc in checks:
         if name is not None and name not in known:
             raise RecipeError(
-                f"{format_loc(loc, {})}: {recipe.task.type} reports no metric '{name}'",
+                f"{format_loc(loc, {})}: {kind} reports no metric '{name}'",
                 where=spec.where(loc),
                 hint=did_you_mean(name, known),
+            )
+        if name in LOWER_IS_BETTER:
+            better = [m for m in known if m not in LOWER_IS_BETTER]
+            raise RecipeError(
+                f"{format_loc(loc, {})}: '{name}' is lower-is-better, and a search maximises "
+                "its goal and needs its target's metric at least a minimum",
+                where=spec.where(loc),
+                hint=f"use one of: {', '.join(better)}",
             )
 
 
@@ -156,7 +175,6 @@ def _check_start(spec: SearchSpec, index: int, params: dict[str, Any]) -> None:
 def check(spec: SearchSpec, overrides: list[str] | None = None) -> Base:
     """Validate a spec against its base recipe; returns the base, ready to build trials."""
     base = Base(spec, overrides)
-    _check_metrics(spec, base.recipe)
     if base.recipe.data is None:
         raise RecipeError(
             "the base recipe has no data section: a search trains and scores on validation",
@@ -169,6 +187,9 @@ def check(spec: SearchSpec, overrides: list[str] | None = None) -> Base:
         first = preflight(base.recipe)
     except EffkitError as exc:
         raise RecipeError(f"the base recipe: {exc.render()}", where=str(base.path)) from None
+    if first.data is not None:
+        base.task = base.recipe.task.model_copy(update={"labels": list(first.data.labels)})
+    _check_metrics(spec, base.task)
     _check_combinations(spec, base, first)
     for i, params in enumerate(spec.start_with):
         _check_start(spec, i, params)

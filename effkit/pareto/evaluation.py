@@ -59,8 +59,8 @@ class TrialEvaluation:
         self.spec = ctx.spec
         self.base = base
         self.locks = locks
-        self.metric = goal_metric(ctx.spec, base.recipe)
-        self.target_metric = target_metric(ctx.spec, base.recipe)
+        self.metric = goal_metric(ctx.spec, base)
+        self.target_metric = target_metric(ctx.spec, base)
         self.throughput = Throughput(ctx, base, locks)
         self.last_was_duplicate = False
 

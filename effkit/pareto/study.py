@@ -120,7 +120,7 @@ def _open_study(ctx: Context, base: Base) -> optuna.Study:
     if known is None:
         study.set_user_attr("spec_key", key)
         study.set_user_attr("search", ctx.spec.name)
-        study.set_metric_names([goal_metric(ctx.spec, base.recipe), "throughput_ratio"])
+        study.set_metric_names([goal_metric(ctx.spec, base), "throughput_ratio"])
         for params in ctx.spec.start_with:
             study.enqueue_trial(dict(params))
     return study
@@ -138,7 +138,7 @@ def _claim_folder(ctx: Context) -> None:
 
 
 def _finish(ctx: Context, base: Base, study: optuna.Study) -> SearchResult:
-    metric = goal_metric(ctx.spec, base.recipe)
+    metric = goal_metric(ctx.spec, base)
     rows = outputs.collect(study, ctx.spec, metric)
     front = outputs.pareto_front(rows)
     best = outputs.choose_best(rows)

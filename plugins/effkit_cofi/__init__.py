@@ -147,6 +147,7 @@ class CoFiPrune(Transform):
     # ------------------------------------------------------------------ lifecycle
 
     def check(self, facts: ModelFacts) -> None:
+        facts.require_encoder("cofi", bert_layers=True)
         if self.hidden and facts.fixed_hidden:
             raise ModelError(
                 f"cofi: hidden-dimension pruning cannot work here: {facts.fixed_hidden}",

@@ -5,6 +5,8 @@ princeton-nlp/CoFiPruning, ``layer_distill_version=4``):
 
 - **logits**: ``KL(softmax(teacher / T) || softmax(student / T)) * T^2``, weight ``logit_weight``
   (CoFi: T = 2, weight 0.1). Token tasks average over the positions the attention mask keeps.
+  Regression: the mean squared error of the student's and the teacher's predictions, both
+  standardised with the student's target scale (no temperature).
 - **layers** (``layer_map: dynamic``): every student layer's output goes through a learned
   ``Linear(H_student, H_teacher)`` (initialised to the identity), and each of a few teacher
   layers is matched to the student layer with the smallest MSE at this step, scanning teacher
@@ -20,9 +22,10 @@ princeton-nlp/CoFiPruning, ``layer_distill_version=4``):
   (a few numbers per position) do not.
 - **task loss**: CoFi trains on the distillation losses alone. The objective's loss is always
   added by the training loop, so ``task_weight`` w is applied by adding
-  ``-(1 - w) * cross_entropy(student logits, labels)``, computed from the batch's labels: exact
-  for the ``task`` objective without label smoothing and for the cross-entropy part of
-  ``mux-task``; without labels in the batch (pre-training objectives) no term is added.
+  ``-(1 - w) * cross_entropy(student logits, labels)`` (regression: the mean squared error on
+  standardised targets), computed from the batch's labels: exact for the ``task`` objective
+  without label smoothing (or with the mse loss) and for the task part of ``mux-task``; without
+  labels in the batch (pre-training objectives) no term is added.
 
 The teacher is loaded with ``ctx.load_model(teacher)``: an earlier stage of the recipe by name,
 or a saved model folder. It is frozen, kept in evaluation mode, and run under ``no_grad`` on
@@ -48,7 +51,18 @@ import torch.nn.functional as F
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 from torch import nn
 
-from effkit import EffkitModel, ModelError, ModelFacts, StageContext, StageRef, Transform
+from effkit import (
+    EffkitModel,
+    ModelError,
+    ModelFacts,
+    StageContext,
+    StageRef,
+    Transform,
+    in_head_units,
+    task_loss,
+)
+
+from .alignment import default_teacher_layers, ordered_alignment
 
 __all__ = ["Distill", "default_teacher_layers", "ordered_alignment"]
 
@@ -57,41 +71,13 @@ CACHE_LIMIT_BYTES = 512 * 2**20
 """At most this much of teacher logits is kept (a token task's logits grow with length)."""
 
 
-def default_teacher_layers(depth: int) -> list[int]:
-    """CoFi's teacher layers for 12 layers ([2, 5, 8, 11]), spread alike for other depths."""
-    count = min(4, depth)
-    return [(k + 1) * depth // count - 1 for k in range(count)]
-
-
-def ordered_alignment(losses: torch.Tensor, live: list[bool] | None = None) -> list[int]:
-    """CoFi's ordered dynamic match of teacher layers (rows) to student layers (columns).
-
-    From the last teacher layer down, each takes the student layer with the smallest loss among
-    the live ones below the previous match; with none left it shares the previous match. An
-    infinite loss marks a pair that cannot be compared; a teacher layer with no comparable
-    student layer gets -1 (left out of the loss).
-    """
-    teachers, students = losses.shape
-    bound = students
-    alignment: list[int] = []
-    for row in range(teachers - 1, -1, -1):
-        comparable = [s for s in losses[row].argsort().tolist() if bool(losses[row, s].isfinite())]
-        choices = [s for s in comparable if s < bound and (live is None or live[s])]
-        if choices:
-            match = choices[0]
-        elif bound < students and bound in comparable:
-            match = bound
-        else:
-            match = comparable[0] if comparable and bound == students else -1
-        alignment.append(match)
-        if match >= 0:
-            bound = match
-    alignment.reverse()
-    return alignment
-
-
 def _width(model: EffkitModel) -> int:
+    """Width of the hidden states (ELECTRA projects its embeddings up to it; CoFi may have
+    pruned it, which the embeddings' LayerNorm shows)."""
     base = getattr(model.hf, model.hf.base_model_prefix, model.hf)
+    project = getattr(base, "embeddings_project", None)
+    if isinstance(project, nn.Linear):
+        return int(project.out_features)
     norm = getattr(getattr(base, "embeddings", None), "LayerNorm", None)
     if isinstance(norm, nn.LayerNorm) and norm.weight is not None:
         return int(norm.weight.shape[0])
@@ -194,6 +180,9 @@ class Distill(Transform):
             problem = (f"layer distillation compares hidden states row by row, but the student "
                        f"multiplexes {facts.group_size} inputs per row and the teacher "
                        f"{teacher.group_size} (use layer_map: none)")  # fmt: skip
+        elif self.layer_loss_on and (found := facts.encoder_problem or teacher.encoder_problem):
+            problem = (f"layer distillation matches encoder layers, and {found} "
+                       "(use layer_map: none to distil the logits only)")  # fmt: skip
         elif self.layer_loss_on and (top := max(self.teacher_layers or [0])) >= teacher.layers:
             problem = (f"teacher layer {top} does not exist; the teacher has "
                        f"{teacher.layers} layers (0..{teacher.layers - 1})")  # fmt: skip
@@ -281,8 +270,10 @@ class Distill(Transform):
                     "distill: this stage's objective gives no task logits (a pre-training "
                     "objective); logit distillation needs a task objective"
                 )
-            terms["distill_logits"] = self.logit_weight * self._logit_loss(
-                outputs.logits, teacher_logits, mask
+            terms["distill_logits"] = self.logit_weight * (
+                F.mse_loss(outputs.logits.float(), in_head_units(model, teacher_logits.float()))
+                if model.task.is_regression
+                else self._logit_loss(outputs.logits, teacher_logits, mask)
             )
         if self.output_weight > 0:
             assert teacher_states is not None
@@ -301,8 +292,8 @@ class Distill(Transform):
                 model, outputs, taught, mask, ctx
             )
         if self.task_weight != 1.0 and "labels" in batch:
-            terms["distill_task_offset"] = -(1.0 - self.task_weight) * _cross_entropy(
-                outputs.logits, batch["labels"]
+            terms["distill_task_offset"] = -(1.0 - self.task_weight) * task_loss(
+                outputs.logits, batch["labels"], model
             )
         return terms
 
@@ -487,9 +478,3 @@ def _mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None
         weights = mask.to(squared.dtype)[..., None]
         return (squared * weights).sum() / (weights.sum() * squared.shape[-1]).clamp(min=1.0)
     return squared.mean()
-
-
-def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    if logits.dim() == 3:
-        return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
-    return F.cross_entropy(logits, labels)

@@ -32,6 +32,7 @@ class KeepLayers(Transform):
         return value
 
     def check(self, facts: ModelFacts) -> None:
+        facts.require_encoder("keep-layers")
         if max(self.layers) >= facts.layers:
             raise ModelError(
                 f"keep-layers: layer {max(self.layers)} does not exist; the model has "

@@ -18,8 +18,9 @@ from pydantic import Field, PrivateAttr, model_validator
 from effkit import EffkitModel, ExportGraph, ModelError, ModelFacts, StageContext, Transform
 
 from .adapter import MuxAdapter, adapter_of, plan
+from .datamux import architecture_mismatch, drop_pooler
 from .export import mux_graph
-from .heads import DiscriminatorHead, VocabHead
+from .heads import DiscriminatorHead
 from .objectives import ElectraObjective, MaskedLMObjective, MuxTaskObjective, RetrievalObjective
 
 __all__ = [
@@ -34,6 +35,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+MASKED_EMBEDDINGS = frozenset({"deberta", "deberta-v2"})
+"""Families whose embeddings apply each input's attention mask: they cannot be multiplexed."""
 
 
 class Multiplex(Transform):
@@ -64,9 +68,49 @@ class Multiplex(Transform):
         "multiplexer mixes its group (0: mix the embeddings, the paper). Each such layer runs "
         "N times per group, so it costs throughput.",
     )  # fmt: skip
-    ensemble: bool = Field(
-        False, description="At inference, run each input in all N slots and average the logits."
-    )
+    ensemble: int | bool = Field(
+        False, description="At inference, run each input in k of the N slots (true: all N; "
+        "false or 1: one) and average its logits: k passes per group for steadier predictions "
+        "(the paper's Table 4 spectrum).",
+    )  # fmt: skip
+
+    layout: Literal["effkit", "mux-plms"] = Field(
+        "effkit", description="Architecture of the multiplexing modules and heads: effkit's own, "
+        "or that of the MUX-PLMs checkpoints the paper's authors released (mux gaussian or "
+        "contextual, demux rsa; a model read from such a checkpoint has it). docs/released.md.",
+    )  # fmt: skip
+    official_inputs: bool = Field(
+        False, description="mux-plms layout only: feed the encoder as the authors' code does "
+        "(padding attended, segment ids dropped), to reproduce the scores of their fine-tuned "
+        "checkpoints. docs/released.md.",
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _ensemble_slots(self) -> Multiplex:
+        slots = self.ensemble
+        if isinstance(slots, bool):
+            self.ensemble = self.n if slots else 1
+        elif not 1 <= slots <= self.n:
+            raise ValueError(
+                f"ensemble: {slots} slots of N={self.n}; give 1 to {self.n} (or true for all N)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _released_layout(self) -> Multiplex:
+        if self.layout == "effkit":
+            if self.official_inputs:
+                raise ValueError("official_inputs belongs to layout mux-plms")
+            return self
+        fixed = {"demux": "rsa", "mix_after": 0, "key_mean": 0.0, "key_std": 1.0}
+        wrong = [f"{k} {getattr(self, k)}" for k, v in fixed.items() if getattr(self, k) != v]
+        if self.mux not in ("gaussian", "contextual") or self.demux_depth < 2 or wrong:
+            raise ValueError(
+                "layout mux-plms has mux gaussian or contextual, demux rsa with demux_depth >= 2, "
+                f"mix_after 0 and the default keys; got mux {self.mux}, demux_depth "
+                f"{self.demux_depth}{''.join(', ' + w for w in wrong)}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _keys_are_gaussian(self) -> Multiplex:
@@ -81,10 +125,24 @@ class Multiplex(Transform):
     _heads: dict[str, bool] = PrivateAttr(default_factory=dict)
 
     def check(self, facts: ModelFacts) -> None:
+        if facts.forward_by == "multiplex" and facts.forward_config.get("layout") == "mux-plms":
+            problem = architecture_mismatch(facts.forward_config, self.model_dump(mode="json"))
+            if problem:
+                raise ModelError(f"multiplex: {problem}")
+            facts.forward_config = self.model_dump(mode="json")
+            return  # adopts the multiplexer the model holds (see apply)
         if facts.forward_by is not None:
             raise ModelError(
                 f"multiplex: the model's forward pass is already taken over by "
                 f"'{facts.forward_by}'; multiplex applies once"
+            )
+        facts.require_encoder("multiplex")
+        if facts.family in MASKED_EMBEDDINGS:
+            raise ModelError(
+                f"multiplex does not support {facts.family} models: their embeddings multiply "
+                "each input by its own attention mask, inside the forward pass that the "
+                "multiplexer shares between N inputs",
+                hint="docs/encoders.md lists the encoders multiplexing works with",
             )
         if self.mix_after >= facts.layers:
             raise ModelError(
@@ -108,9 +166,12 @@ class Multiplex(Transform):
                 )
             facts.fixed_hidden = reason
         facts.forward_by = "multiplex"
+        facts.forward_config = self.model_dump(mode="json")
         facts.group_size = self.n
 
     def apply(self, model: EffkitModel, ctx: StageContext) -> EffkitModel:
+        if self._adopts(model):
+            return model
         if model.adapter is not None:
             raise ModelError(
                 f"the model's forward pass is already taken over by "
@@ -121,17 +182,38 @@ class Multiplex(Transform):
         adapter = MuxAdapter(
             model, n=self.n, mux=self.mux, demux=self.demux, demux_depth=self.demux_depth,
             key_seed=self.key_seed, pooling=self.pooling, key_mean=self.key_mean,
-            key_std=self.key_std, mix_after=self.mix_after,
+            key_std=self.key_std, mix_after=self.mix_after, layout=self.layout,
+            official_inputs=self.official_inputs,
         )  # fmt: skip
-        adapter.ensemble = self.ensemble
+        if self.layout == "mux-plms" and model.task.type != "token-classification":
+            drop_pooler(model.base)
+        adapter.ensemble = int(self.ensemble)
         adapter.to(next(model.parameters()).device).train(model.training)
         model.adapter = adapter
         self._adapter = adapter
         if self._heads.get("vocab"):
-            adapter.lm_head = VocabHead(model)
+            adapter.lm_head = adapter.new_vocab_head(model)
         if self._heads.get("electra"):
             adapter.electra_head = DiscriminatorHead(model)
         return model
+
+    def _adopts(self, model: EffkitModel) -> bool:
+        """Whether the model already holds this multiplexer, read from a released checkpoint:
+        then only the inference settings (official_inputs, pooling, ensemble) are taken over."""
+        held = next((t for t in reversed(model.transforms) if isinstance(t, Multiplex)), None)
+        adapter = model.adapter
+        if held is None or held.layout != "mux-plms" or not isinstance(adapter, MuxAdapter):
+            return False
+        problem = architecture_mismatch(held.model_dump(mode="json"), self.model_dump(mode="json"))
+        if problem:
+            raise ModelError(f"multiplex: {problem}")
+        adapter.official_inputs = self.official_inputs
+        adapter.pooling = self.pooling
+        adapter.ensemble = int(self.ensemble)
+        if hasattr(adapter.multiplexer, "mask_across"):
+            adapter.multiplexer.mask_across = self.official_inputs and not adapter.token_task
+        self._adapter = adapter
+        return True
 
     def state(self) -> dict[str, Any]:
         adapter = self._adapter

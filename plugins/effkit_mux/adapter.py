@@ -36,7 +36,9 @@ from torch import nn
 
 from effkit import EffkitModel, ModelError
 
+from .datamux import build_mux_plms, embed_again, vocab_head
 from .demultiplexers import build_demultiplexer
+from .heads import VocabHead
 from .multiplexers import build_multiplexer
 
 
@@ -87,9 +89,14 @@ class MuxAdapter(nn.Module):
         key_mean: float = 0.0,
         key_std: float = 1.0,
         mix_after: int = 0,
+        layout: str = "effkit",
+        official_inputs: bool = False,
     ) -> None:
         super().__init__()
         config = model.hf.config
+        self.released = layout == "mux-plms"
+        """Whether the modules are those of the released MUX-PLMs checkpoints (datamux.py)."""
+        self.official_inputs = official_inputs
         self.n = n
         self.pooling = pooling
         self.mix_after = mix_after
@@ -98,11 +105,21 @@ class MuxAdapter(nn.Module):
         self._check_mix_after(model)
         width, hidden = model.embedding_width, model.hidden_width
         heads = int(getattr(config, "num_attention_heads", 1))
-        self.multiplexer: Any = build_multiplexer(
-            mux, n, hidden if mix_after else width, heads, key_seed, mean=key_mean, std=key_std
-        )
-        self.demultiplexer: Any = build_demultiplexer(demux, n, hidden, width, demux_depth)
-        self.ensemble = False
+        self.multiplexer: Any
+        self.demultiplexer: Any
+        if layout == "mux-plms":  # the released checkpoints' modules (datamux.py)
+            self.multiplexer, self.demultiplexer = build_mux_plms(
+                config, str(getattr(config, "model_type", "")), n=n, mux=mux, width=width,
+                hidden=hidden, depth=demux_depth, seed=key_seed,
+                mask_across=official_inputs and not self.token_task,
+            )  # fmt: skip
+        else:
+            self.multiplexer = build_multiplexer(
+                mux, n, hidden if mix_after else width, heads, key_seed, mean=key_mean, std=key_std
+            )
+            self.demultiplexer = build_demultiplexer(demux, n, hidden, width, demux_depth)
+        self.ensemble = 1
+        """Slots each input runs in at inference; its logits are averaged over them."""
         self.lm_head: nn.Module | None = None
         self.electra_head: nn.Module | None = None
         self._layout: Layout | None = None
@@ -119,6 +136,15 @@ class MuxAdapter(nn.Module):
             base.embeddings.register_forward_hook(self._after_embeddings),
             base.encoder.register_forward_hook(self._after_encoder),
         ]
+
+    def new_vocab_head(self, model: EffkitModel) -> nn.Module:
+        """A fresh vocabulary (retrieval / MLM) head of this adapter's layout."""
+        if self.released:
+            config = model.hf.config
+            family = str(getattr(config, "model_type", ""))
+            embeddings = model.base.embeddings.word_embeddings
+            return vocab_head(config, family, embeddings, model.hidden_width)
+        return VocabHead(model)
 
     def _check_mix_after(self, model: EffkitModel) -> list[nn.Module]:
         layers = list(model.encoder_layers())
@@ -174,7 +200,10 @@ class MuxAdapter(nn.Module):
         slots = torch.arange(output.shape[0], device=output.device) % self.n
         prefix = self.demultiplexer.prefix(slots)
         x = output if prefix is None else torch.cat([prefix.to(output.dtype), output], dim=1)
-        return x if self.mix_after else self._mix(x)
+        if self.mix_after:
+            return x
+        mixed = self._mix(x)
+        return embed_again(module, mixed) if self.released else mixed
 
     def _union(self, mask: torch.Tensor | None) -> torch.Tensor | None:
         """The encoder's per-slot attention mask (any format) merged over each group's slots."""
@@ -245,7 +274,7 @@ class MuxAdapter(nn.Module):
         """Run the transformers model on one arrangement; outputs are per slot ``[G * N, ...]``."""
         ids, mask = input_ids[layout.order], attention_mask[layout.order]
         kwargs: dict[str, Any] = {}
-        if token_type_ids is not None:
+        if token_type_ids is not None and not self.official_inputs:
             kwargs["token_type_ids"] = token_type_ids[layout.order]
         self._layout, self._mask, self._raw = layout, mask, raw
         self.last_states = None
@@ -258,6 +287,8 @@ class MuxAdapter(nn.Module):
         try:
             target = model.base if raw else model.hf
             given = self.instance_mask(mask) if self.mix_after else self.combined_mask(mask)
+            if self.official_inputs:  # as the released models were trained: padding attended
+                given = torch.ones_like(given)
             return target(input_ids=ids, attention_mask=given, **kwargs)
         finally:
             self._layout, self._mask, self._raw = None, None, False
@@ -275,7 +306,7 @@ class MuxAdapter(nn.Module):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         batch = input_ids.shape[0]
-        shifts = range(self.n) if self.ensemble and not self.training else range(1)
+        shifts = range(1 if self.training else self.ensemble)
         total: torch.Tensor | None = None
         outputs: Any = None
         for shift in shifts:

@@ -36,7 +36,7 @@ class MuxGraph(nn.Module):
         base = torch.arange(groups * n, device=input_ids.device).view(groups, n)
         flat = [t.reshape(groups * n, length) for t in (input_ids, attention_mask)]
         types = None if token_type_ids is None else token_type_ids.reshape(groups * n, length)
-        shifts = range(n) if adapter.ensemble and not adapter.training else range(1)
+        shifts = range(1 if adapter.training else adapter.ensemble)
         total: torch.Tensor | None = None
         for shift in shifts:
             layout = Layout(

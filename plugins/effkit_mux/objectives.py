@@ -36,7 +36,7 @@ from effkit import (
 )
 
 from .adapter import MuxAdapter, adapter_of, plan
-from .heads import DiscriminatorHead, VocabHead
+from .heads import DiscriminatorHead
 
 if TYPE_CHECKING:
     from .adapter import Layout
@@ -104,7 +104,7 @@ class _TextObjective(Objective):
 
 def _ensure_vocab_head(model: EffkitModel, adapter: MuxAdapter) -> None:
     if adapter.lm_head is None:
-        adapter.lm_head = VocabHead(model).to(next(model.parameters()).device)
+        adapter.lm_head = adapter.new_vocab_head(model).to(next(model.parameters()).device)
 
 
 def _demultiplex_at(

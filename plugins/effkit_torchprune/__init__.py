@@ -29,7 +29,7 @@ import torch
 from pydantic import Field, PrivateAttr, model_validator
 from torch import nn
 
-from effkit import EffkitModel, ModelError, StageContext, Transform
+from effkit import EffkitModel, ModelError, ModelFacts, StageContext, Transform
 
 __all__ = ["OneShotPrune", "count_parameters", "slice_linear"]
 
@@ -128,6 +128,9 @@ class OneShotPrune(Transform):
         if not (self.prune_heads or self.prune_ffn):
             raise ValueError("prune_heads and prune_ffn are both false: nothing would be pruned")
         return self
+
+    def check(self, facts: ModelFacts) -> None:
+        facts.require_encoder("oneshot-prune", bert_layers=True)
 
     # ------------------------------------------------------------------ targets
 

@@ -89,8 +89,7 @@ REFUSED = {
     **{(family, "distill (layers)"): "layer distillation matches encoder layers, and "
        for family in ("DistilBERT", "ModernBERT")},
     **{("DeBERTa-v2/v3", column): f"{column.split()[0]} does not support deberta-v2 models"
-       for column in ["multiplex", "multiplex (contextual)", "cofi", "cofi (hidden: false)",
-                      "oneshot-prune"]},
+       for column in ["cofi", "cofi (hidden: false)", "oneshot-prune"]},
 }  # fmt: skip
 """The cells that are refused, with what the message says; every other cell works."""
 
@@ -163,3 +162,9 @@ def test_the_support_table_in_the_docs_is_the_tested_one():
         for column, cell in cells.items():
             expected = "no" if (family, column) in REFUSED else "yes"
             assert cell.split()[0] == expected, (family, column, cell)
+
+
+def test_a_deberta_model_refuses_the_prefix_demultiplexer(folders):
+    recipe = _recipe(folders["DeBERTa-v2/v3"], "{name: multiplex, n: 2, demux: prefix}")
+    with pytest.raises(EffkitError, match="the prefix demultiplexer does not support deberta-v2"):
+        preflight(recipe)

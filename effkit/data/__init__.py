@@ -89,12 +89,13 @@ def load_task_data(cfg: DataConfig, task: TaskType, labels: list[str] | None = N
     for name in SPLITS:
         if not splits.get(name):
             raise DataError(f"the {name} split is empty", where=cfg.source)
+    kinds = "real-valued targets" if task == "regression" else f"{len(label_list)} labels"
     logger.info(
-        "loaded %s (%s): %s; %d labels",
+        "loaded %s (%s): %s; %s",
         cfg.source,
         task,
         ", ".join(f"{name} {len(splits[name])}" for name in SPLITS),
-        len(label_list),
+        kinds,
     )
     ordered = {name: splits[name] for name in SPLITS}
     return TaskData(task=task, labels=label_list, splits=ordered, source=cfg.source)

@@ -17,7 +17,7 @@ from pydantic import Field, PrivateAttr, model_validator
 
 from effkit import EffkitModel, ExportGraph, ModelError, ModelFacts, StageContext, Transform
 
-from .adapter import MuxAdapter, adapter_of, plan
+from .adapter import MASKED_EMBEDDINGS, MuxAdapter, adapter_of, plan
 from .datamux import architecture_mismatch, drop_pooler
 from .export import mux_graph
 from .heads import DiscriminatorHead
@@ -35,9 +35,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-MASKED_EMBEDDINGS = frozenset({"deberta", "deberta-v2"})
-"""Families whose embeddings apply each input's attention mask: they cannot be multiplexed."""
 
 
 class Multiplex(Transform):
@@ -137,12 +134,11 @@ class Multiplex(Transform):
                 f"'{facts.forward_by}'; multiplex applies once"
             )
         facts.require_encoder("multiplex")
-        if facts.family in MASKED_EMBEDDINGS:
+        if facts.family in MASKED_EMBEDDINGS and self.demux == "prefix":
             raise ModelError(
-                f"multiplex does not support {facts.family} models: their embeddings multiply "
-                "each input by its own attention mask, inside the forward pass that the "
-                "multiplexer shares between N inputs",
-                hint="docs/encoders.md lists the encoders multiplexing works with",
+                f"multiplex: the prefix demultiplexer does not support {facts.family} models: "
+                "their embeddings apply the attention mask before the prefix positions exist",
+                hint="use demux: rsa",
             )
         if self.mix_after >= facts.layers:
             raise ModelError(

@@ -244,6 +244,8 @@ class MuxAdapter(nn.Module):
         self.last_states = states
         if hasattr(output, "last_hidden_state"):
             output.last_hidden_state = states
+            if output.get("hidden_states"):  # DeBERTa's model reads the last of these
+                output.hidden_states = (*output.hidden_states[:-1], states)
             return output
         return (states, *output[1:])
 
@@ -279,6 +281,11 @@ class MuxAdapter(nn.Module):
         self._layout, self._mask, self._raw = layout, mask, raw
         self.last_states = None
         hooks = []
+        # embeddings that apply the attention mask themselves (DeBERTa) take each slot's own;
+        # the encoder then gets the groups' mask
+        own_masks = bool(self.mix_after) or masks_embeddings(model)
+        if own_masks and not self.mix_after:
+            hooks.append(model.base.encoder.register_forward_pre_hook(self._union_before))
         if self.mix_after:  # on the layers as they are now (layer selection may have changed them)
             layers = self._check_mix_after(model)
             hooks.append(layers[self.mix_after].register_forward_pre_hook(self._mix_before))
@@ -286,7 +293,7 @@ class MuxAdapter(nn.Module):
                       for layer in layers[self.mix_after + 1 :]]  # fmt: skip
         try:
             target = model.base if raw else model.hf
-            given = self.instance_mask(mask) if self.mix_after else self.combined_mask(mask)
+            given = self.instance_mask(mask) if own_masks else self.combined_mask(mask)
             if self.official_inputs:  # as the released models were trained: padding attended
                 given = torch.ones_like(given)
             return target(input_ids=ids, attention_mask=given, **kwargs)
@@ -319,6 +326,15 @@ class MuxAdapter(nn.Module):
         assert total is not None
         outputs.logits = total / len(shifts)
         return outputs
+
+
+MASKED_EMBEDDINGS = frozenset({"deberta", "deberta-v2"})
+"""transformers families whose embeddings multiply each input by its attention mask."""
+
+
+def masks_embeddings(model: EffkitModel) -> bool:
+    """Whether the model's embeddings apply the attention mask (so they need each slot's own)."""
+    return getattr(model.hf.config, "model_type", "") in MASKED_EMBEDDINGS
 
 
 def adapter_of(model: EffkitModel, objective: str) -> MuxAdapter:

@@ -76,23 +76,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.baseline is not None:
         models["N=1"] = load(final_model(args.baseline)).to(device).eval()
         baseline = "N=1"
+        saved = json.loads((args.baseline / "metrics.json").read_text(encoding="utf-8"))
+        scores["N=1"] = {"metrics": saved["metrics"].get(args.split, {}), "per_seed": {}}
     result = benchmark(models, protocol(args), vocab_size=probe.vocab_size, baseline=baseline,
                        type_vocab_size=probe.type_vocab_size)  # fmt: skip
     bench = result.to_dict()
     print(header(bench, f"ensembling k of N={n}"))
     print()
     print(f"| k | {args.split} {metric} (mean ± std over {len(args.seeds)} seeds) | "
-          f"inputs/s | vs {baseline} |")  # fmt: skip
+          f"inputs/s (trials min-max) | vs {baseline} |")  # fmt: skip
     print("|---|---|---|---|")
     for name in models:
         timing = bench["timings"][name]
-        if name in scores:
-            m = scores[name]["metrics"]
-            score = f"{m[metric]:.4f} ± {m.get(metric + '_std', 0.0):.4f}"
-        else:
-            score = "-"
-        print(f"| {name} | {score} | {timing['samples_per_s']:.1f} | "
-              f"{bench['ratios'][name]:.2f}x |")  # fmt: skip
+        m = scores.get(name, {}).get("metrics", {})
+        score = f"{m[metric]:.4f}" if metric in m else "-"
+        if f"{metric}_std" in m:
+            score += f" ± {m[metric + '_std']:.4f}"
+        trials = timing.get("trial_samples_per_s") or [timing["samples_per_s"]]
+        print(f"| {name} | {score} | {timing['samples_per_s']:.1f} ({min(trials):.1f}-"
+              f"{max(trials):.1f}) | {bench['ratios'][name]:.2f}x |")  # fmt: skip
     if args.json_out:
         with open(args.json_out, "w", encoding="utf-8") as handle:
             json.dump({"n": n, "metric": metric, "scores": scores, "bench": bench}, handle,

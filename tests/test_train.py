@@ -250,6 +250,17 @@ def test_gradient_checkpointing_recomputes_the_layers_and_trains_alike():
     assert not saved.hf.is_activation_checkpointing  # off again after the stage
 
 
+ONE_STAGE = """
+name: gc
+model: {source: preset:tiny}
+data: {source: builtin:synthetic}
+stages:
+  - name: finetune
+    train: {TRAIN}
+"""
+"""A one-stage recipe of the tiny model; TRAIN is its train section's fields."""
+
+
 def test_gradient_checkpointing_on_a_backbone_without_it_is_refused(monkeypatch):
     from transformers import BertForSequenceClassification
 
@@ -258,14 +269,7 @@ def test_gradient_checkpointing_on_a_backbone_without_it_is_refused(monkeypatch)
     from effkit.preflight import preflight
     from effkit.recipe import parse_recipe
 
-    text = """
-name: gc
-model: {source: preset:tiny}
-data: {source: builtin:synthetic}
-stages:
-  - name: finetune
-    train: {steps: 2, gradient_checkpointing: true}
-"""
+    text = ONE_STAGE.replace("TRAIN", "steps: 2, gradient_checkpointing: true")
     preflight(parse_recipe(text))  # BERT recomputes its layers
     assert family_checkpointing_problem("bert", "sequence-classification") is None
     monkeypatch.setattr(BertForSequenceClassification, "supports_gradient_checkpointing", False)
@@ -280,17 +284,9 @@ def test_gradient_checkpointing_does_not_change_a_stage_key(tmp_path):
     from effkit.recipe import parse_recipe
     from effkit.runner import Runner
 
-    text = """
-name: gc
-model: {source: preset:tiny}
-data: {source: builtin:synthetic}
-stages:
-  - name: finetune
-    train: {steps: 2}
-"""
     keys = []
     for extra in ("", ", gradient_checkpointing: true"):
-        recipe = parse_recipe(text.replace("steps: 2}", f"steps: 2{extra}}}"))
+        recipe = parse_recipe(ONE_STAGE.replace("TRAIN", f"steps: 2{extra}"))
         runner = Runner(recipe, tmp_path / "run", progress=False)
         runner.data = load_task_data(DataConfig(source="builtin:synthetic"),
                                      "sequence-classification")  # fmt: skip

@@ -24,11 +24,12 @@ from typing import Any
 from common import header, protocol, protocol_arguments
 
 from effkit import load
-from effkit.bench import benchmark, resolve_device
+from effkit.bench import compare, resolve_device
 from effkit.data import load_task_data
 from effkit.inference import evaluate_seeds, set_ensemble
 from effkit.models import EffkitModel
 from effkit.recipe import load_recipe
+from effkit.runtimes import baseline_runtimes
 
 
 def final_model(run: Path) -> Path:
@@ -78,23 +79,29 @@ def main(argv: list[str] | None = None) -> int:
         baseline = "N=1"
         saved = json.loads((args.baseline / "metrics.json").read_text(encoding="utf-8"))
         scores["N=1"] = {"metrics": saved["metrics"].get(args.split, {}), "per_seed": {}}
-    result = benchmark(models, protocol(args), vocab_size=probe.vocab_size, baseline=baseline,
-                       type_vocab_size=probe.type_vocab_size)  # fmt: skip
-    bench = result.to_dict()
+    # N=1 also in every plain runtime (bf16 where the CPU has it, int8, ONNX Runtime), so that
+    # each k is measured against the fastest way to run the unmultiplexed model too
+    runtimes = baseline_runtimes(models["N=1"], device) if args.baseline is not None else None
+    bench = compare(models, protocol(args), baseline=baseline, runtimes=runtimes)
     print(header(bench, f"ensembling k of N={n}"))
+    if "best_runtime" in bench:
+        print(f"fastest plain runtime of N=1: {bench['best_runtime']}; skipped: "
+              f"{bench['runtimes']['skipped'] or 'none'}")  # fmt: skip
     print()
     print(f"| k | {args.split} {metric} (mean ± std over {len(args.seeds)} seeds) | "
-          f"inputs/s (trials min-max) | vs {baseline} |")  # fmt: skip
-    print("|---|---|---|---|")
-    for name in models:
+          f"inputs/s (trials min-max) | vs {baseline} | vs the fastest N=1 runtime |")  # fmt: skip
+    print("|---|---|---|---|---|")
+    for name in bench["timings"]:
         timing = bench["timings"][name]
         m = scores.get(name, {}).get("metrics", {})
         score = f"{m[metric]:.4f}" if metric in m else "-"
         if f"{metric}_std" in m:
             score += f" ± {m[metric + '_std']:.4f}"
         trials = timing.get("trial_samples_per_s") or [timing["samples_per_s"]]
+        ratio_best = timing.get("ratio_best")
+        best = "-" if ratio_best is None else f"{ratio_best:.2f}x"
         print(f"| {name} | {score} | {timing['samples_per_s']:.1f} ({min(trials):.1f}-"
-              f"{max(trials):.1f}) | {bench['ratios'][name]:.2f}x |")  # fmt: skip
+              f"{max(trials):.1f}) | {bench['ratios'][name]:.2f}x | {best} |")  # fmt: skip
     if args.json_out:
         with open(args.json_out, "w", encoding="utf-8") as handle:
             json.dump({"n": n, "metric": metric, "scores": scores, "bench": bench}, handle,
